@@ -1,0 +1,1 @@
+"""Ports and their implementations: everything that talks to the world outside the app."""

@@ -1,0 +1,135 @@
+"""The composition root: builds every adapter from settings, importing only the selected ones."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from adapters.errors import ConfigurationError, Unavailable
+
+if TYPE_CHECKING:
+    from adapters.ports import Cache, Queue, RateLimiter, Resource, Store
+
+# The URL schemes each setting accepts; settings validation reads these so the
+# two lists cannot drift apart.
+STORE_SCHEMES = frozenset({"memory", "sqlite", "postgresql", "postgres", "dynamodb"})
+QUEUE_SCHEMES = frozenset({"inprocess", "http", "https", "pubsub"})
+CACHE_SCHEMES = frozenset({"memory", "redis", "rediss", "none"})
+RATE_LIMIT_SCHEMES = frozenset({"memory", "redis", "rediss"})
+
+
+def scheme_of(url: str) -> str:
+    return urlsplit(url).scheme.lower()
+
+
+@dataclass(slots=True)
+class AdapterOptions:
+    """What the adapters need besides their URL, taken from settings by the app."""
+
+    job_max_attempts: int = 3
+    db_pool_max: int = 5
+    io_timeout: float = 2.0
+
+
+def build_store(url: str, options: AdapterOptions) -> Store:
+    scheme = scheme_of(url)
+    if scheme == "memory":
+        from adapters.memory_store import MemoryStore
+
+        return MemoryStore()
+    if scheme == "sqlite":
+        from adapters.sqlite_store import SqliteStore
+
+        return SqliteStore.from_url(url)
+    raise ConfigurationError(f"DATABASE_URL: no store for scheme {scheme!r} in this build")
+
+
+def build_queue(url: str, options: AdapterOptions) -> Queue:
+    scheme = scheme_of(url)
+    if scheme == "inprocess":
+        from adapters.inprocess_queue import InProcessQueue
+
+        return InProcessQueue(max_attempts=options.job_max_attempts)
+    raise ConfigurationError(f"QUEUE_URL: no queue for scheme {scheme!r} in this build")
+
+
+def build_cache(url: str, options: AdapterOptions) -> Cache:
+    scheme = scheme_of(url)
+    if scheme == "memory":
+        from adapters.memory_cache import MemoryCache
+
+        return MemoryCache()
+    if scheme == "none":
+        from adapters.null_cache import NullCache
+
+        return NullCache()
+    raise ConfigurationError(f"CACHE_URL: no cache for scheme {scheme!r} in this build")
+
+
+def build_rate_limiter(url: str, options: AdapterOptions) -> RateLimiter:
+    scheme = scheme_of(url)
+    if scheme == "memory":
+        from adapters.memory_rate_limiter import MemoryRateLimiter
+
+        return MemoryRateLimiter()
+    raise ConfigurationError(f"RATE_LIMIT_URL: no rate limiter for scheme {scheme!r} in this build")
+
+
+@dataclass(slots=True)
+class Adapters:
+    """Every adapter the app uses, built once per process and kept on `app.state`."""
+
+    store: Store
+    queue: Queue
+    cache: Cache
+    rate_limiter: RateLimiter
+
+    def named(self) -> dict[str, Resource]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    async def open(self) -> None:
+        for resource in self.named().values():
+            await resource.open()
+
+    async def close(self) -> None:
+        # Close everything even if one fails, then report the first failure.
+        results = await asyncio.gather(
+            *(r.close() for r in self.named().values()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def check(self, timeout: float) -> dict[str, str]:
+        """Ping every adapter at once; maps each name to "ok" or the reason it failed."""
+
+        async def one(resource: Resource) -> str:
+            try:
+                await asyncio.wait_for(resource.ping(), timeout)
+            except TimeoutError:
+                return f"no answer within {timeout:g}s"
+            except Unavailable as exc:
+                return str(exc)
+            return "ok"
+
+        named = self.named()
+        answers = await asyncio.gather(*(one(r) for r in named.values()))
+        return dict(zip(named, answers, strict=True))
+
+
+def build_adapters(
+    *,
+    database_url: str,
+    queue_url: str,
+    cache_url: str,
+    rate_limit_url: str,
+    options: AdapterOptions,
+) -> Adapters:
+    return Adapters(
+        store=build_store(database_url, options),
+        queue=build_queue(queue_url, options),
+        cache=build_cache(cache_url, options),
+        rate_limiter=build_rate_limiter(rate_limit_url, options),
+    )

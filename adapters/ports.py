@@ -1,0 +1,135 @@
+"""The ports: small Protocols the app depends on. Adapters satisfy them without inheriting."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, TypedDict, runtime_checkable
+
+from adapters.records import JobMessage, JobRecord, JobStatus, Page, UserRecord
+
+
+class Resource(Protocol):
+    """Something with a connection: opened once per process, checked by /readyz, closed at exit."""
+
+    async def open(self) -> None:
+        """Connect or create what is needed; cheap to call when already open."""
+
+    async def ping(self) -> None:
+        """Return if usable, raise `Unavailable` if not."""
+
+    async def close(self) -> None:
+        """Release connections; the resource may be opened again."""
+
+
+class UserChanges(TypedDict, total=False):
+    email: str
+    name: str
+    welcomed_at: datetime | None
+
+
+class Store(Resource, Protocol):
+    """Users and jobs. Every rule below is enforced by the store's own conditional writes."""
+
+    async def create_user(self, user: UserRecord) -> UserRecord:
+        """Insert; `AlreadyExists` if the id or the email is taken."""
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        """The user, or None."""
+
+    async def list_users(self, *, limit: int, after: str | None = None) -> Page[UserRecord]:
+        """Users in creation order; `after` is a `next_token` this store returned."""
+
+    async def update_user(
+        self,
+        user_id: str,
+        changes: UserChanges,
+        *,
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> UserRecord:
+        """Apply changes and bump the version; `NotFound`, `VersionConflict`, `AlreadyExists`."""
+
+    async def delete_user(self, user_id: str) -> None:
+        """Remove; `NotFound` if absent."""
+
+    async def create_job(self, job: JobRecord) -> JobRecord:
+        """Insert a new job; `AlreadyExists` if the id is taken."""
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """The job, or None."""
+
+    async def claim_job(self, job_id: str, *, now: datetime, lease_until: datetime) -> JobRecord | None:
+        """Atomically move a claimable job (see `records.can_claim`) to running, counting the
+        attempt; None when it is missing or not claimable."""
+
+    async def finish_job(
+        self,
+        job_id: str,
+        *,
+        attempt: int,
+        status: JobStatus,
+        at: datetime,
+        result: dict[str, object] | None = None,
+        error: str | None = None,
+    ) -> JobRecord | None:
+        """Record the outcome of the claim that counted `attempt`; None if another claim has
+        taken the job since (the lease ran out), so a late worker cannot overwrite it."""
+
+    async def delete_job(self, job_id: str) -> None:
+        """Remove a job (used to undo a submission whose message could not be sent)."""
+
+
+class Disposition(enum.StrEnum):
+    """What a consumer tells its queue about one message."""
+
+    ACK = "ack"  # done, or nothing left to do: delete it
+    RETRY = "retry"  # deliver again later (and dead-letter after the queue's limit)
+
+
+MessageHandler = Callable[[JobMessage], Awaitable[Disposition]]
+
+
+class Queue(Resource, Protocol):
+    """Where job messages go; the consumer side belongs to the runtime (SQS, Pub/Sub, in-process)."""
+
+    async def send(self, message: JobMessage) -> None:
+        """Send one message; `Unavailable` if it was not accepted."""
+
+
+@runtime_checkable
+class LocalConsumer(Protocol):
+    """A queue that also delivers its messages inside this process."""
+
+    def start_consuming(self, handler: MessageHandler) -> None:
+        """Begin delivering messages to `handler` in the background of the running loop."""
+
+
+class Cache(Resource, Protocol):
+    """Bytes by key with a time to live; a miss is None."""
+
+    async def get(self, key: str) -> bytes | None:
+        """The value, or None when absent or expired."""
+
+    async def set(self, key: str, value: bytes, *, ttl: int) -> None:
+        """Store for `ttl` seconds."""
+
+    async def delete(self, key: str) -> None:
+        """Forget the key; absent keys are fine."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitResult:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: float  # seconds until the window frees a slot
+
+
+class RateLimiter(Resource, Protocol):
+    """Counts hits per key in a window."""
+
+    async def hit(self, key: str, *, limit: int, window: int) -> RateLimitResult:
+        """Count one hit for `key` and say whether it is within `limit` per `window` seconds."""

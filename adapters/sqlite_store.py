@@ -1,0 +1,266 @@
+"""SQLite store (aiosqlite): the embedded default, a real file with real constraints."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiosqlite
+
+from adapters.errors import AlreadyExists, NotFound, Unavailable, VersionConflict
+from adapters.ports import UserChanges
+from adapters.records import JobRecord, JobStatus, Page, UserRecord
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id          TEXT PRIMARY KEY,
+    email       TEXT NOT NULL UNIQUE,
+    name        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    welcomed_at TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id          TEXT PRIMARY KEY,
+    task        TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    attempts    INTEGER NOT NULL,
+    started_at  TEXT,
+    finished_at TEXT,
+    lease_until TEXT,
+    result      TEXT,
+    error       TEXT
+);
+"""
+_USER_COLUMNS = ("email", "name", "welcomed_at")
+_CLAIMABLE_SQL = "(status IN ('queued', 'failed') OR (status = 'running' AND lease_until < ?))"
+
+
+def _ts(value: datetime | None) -> str | None:
+    # A fixed-width UTC form, so the text compares in time order inside SQL.
+    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _user(row: sqlite3.Row) -> UserRecord:
+    return UserRecord(
+        id=row["id"],
+        email=row["email"],
+        name=row["name"],
+        created_at=datetime.fromisoformat(row["created_at"]),
+        updated_at=datetime.fromisoformat(row["updated_at"]),
+        version=row["version"],
+        welcomed_at=_dt(row["welcomed_at"]),
+    )
+
+
+def _job(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(
+        id=row["id"],
+        task=row["task"],
+        payload=json.loads(row["payload"]),
+        status=JobStatus(row["status"]),
+        created_at=datetime.fromisoformat(row["created_at"]),
+        updated_at=datetime.fromisoformat(row["updated_at"]),
+        attempts=row["attempts"],
+        started_at=_dt(row["started_at"]),
+        finished_at=_dt(row["finished_at"]),
+        lease_until=_dt(row["lease_until"]),
+        result=None if row["result"] is None else json.loads(row["result"]),
+        error=row["error"],
+    )
+
+
+class SqliteStore:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteStore:
+        """`sqlite:///relative/path.db`, `sqlite:////absolute/path.db` or `sqlite:///:memory:`."""
+        path = urlsplit(url).path.removeprefix("/")
+        return cls(path or ":memory:")
+
+    async def open(self) -> None:
+        if self._db is not None:
+            return
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = await aiosqlite.connect(self.path, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise Unavailable("store", f"cannot open SQLite database {self.path}: {exc}") from exc
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    async def ping(self) -> None:
+        await self._fetchone("SELECT 1")
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise Unavailable("store", "SQLite store is not open")
+        return self._db
+
+    async def _fetchone(self, sql: str, *args: Any) -> sqlite3.Row | None:
+        try:
+            async with self._conn.execute(sql, args) as cursor:
+                row: sqlite3.Row | None = await cursor.fetchone()
+                return row
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise Unavailable("store", f"SQLite: {exc}") from exc
+
+    async def _fetchall(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        try:
+            async with self._conn.execute(sql, args) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as exc:
+            raise Unavailable("store", f"SQLite: {exc}") from exc
+
+    async def create_user(self, user: UserRecord) -> UserRecord:
+        try:
+            await self._fetchone(
+                "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?)",
+                user.id,
+                user.email,
+                user.name,
+                _ts(user.created_at),
+                _ts(user.updated_at),
+                user.version,
+                _ts(user.welcomed_at),
+            )
+        except sqlite3.IntegrityError as exc:
+            field = "email" if "users.email" in str(exc) else "id"
+            raise AlreadyExists(f"user {field} is already registered", field=field) from exc
+        return user
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        row = await self._fetchone("SELECT * FROM users WHERE id = ?", user_id)
+        return None if row is None else _user(row)
+
+    async def list_users(self, *, limit: int, after: str | None = None) -> Page[UserRecord]:
+        rows = await self._fetchall(
+            "SELECT * FROM users WHERE id > ? ORDER BY id LIMIT ?", after or "", limit + 1
+        )
+        items = [_user(row) for row in rows[:limit]]
+        return Page(items=items, next_token=items[-1].id if len(rows) > limit else None)
+
+    async def update_user(
+        self,
+        user_id: str,
+        changes: UserChanges,
+        *,
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> UserRecord:
+        values: dict[str, Any] = {k: changes[k] for k in _USER_COLUMNS if k in changes}  # type: ignore[literal-required]
+        if "welcomed_at" in values:
+            values["welcomed_at"] = _ts(values["welcomed_at"])
+        assignments = "".join(f"{column} = ?, " for column in values)
+        sql = f"UPDATE users SET {assignments}version = version + 1, updated_at = ? WHERE id = ?"  # noqa: S608 - columns from a fixed list
+        args: list[Any] = [*values.values(), _ts(at), user_id]
+        if expected_version is not None:
+            sql += " AND version = ?"
+            args.append(expected_version)
+        try:
+            row = await self._fetchone(sql + " RETURNING *", *args)
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists("email is already registered", field="email") from exc
+        if row is not None:
+            return _user(row)
+        if await self.get_user(user_id) is None:
+            raise NotFound(f"user {user_id}")
+        raise VersionConflict(f"user {user_id} changed since version {expected_version}")
+
+    async def delete_user(self, user_id: str) -> None:
+        if await self._fetchone("DELETE FROM users WHERE id = ? RETURNING id", user_id) is None:
+            raise NotFound(f"user {user_id}")
+
+    async def create_job(self, job: JobRecord) -> JobRecord:
+        try:
+            await self._fetchone(
+                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                job.id,
+                job.task,
+                json.dumps(job.payload),
+                job.status.value,
+                _ts(job.created_at),
+                _ts(job.updated_at),
+                job.attempts,
+                _ts(job.started_at),
+                _ts(job.finished_at),
+                _ts(job.lease_until),
+                None if job.result is None else json.dumps(job.result),
+                job.error,
+            )
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(f"job {job.id} exists", field="id") from exc
+        return job
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        row = await self._fetchone("SELECT * FROM jobs WHERE id = ?", job_id)
+        return None if row is None else _job(row)
+
+    async def claim_job(
+        self, job_id: str, *, now: datetime, lease_until: datetime
+    ) -> JobRecord | None:
+        row = await self._fetchone(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?,"
+            " updated_at = ?, lease_until = ?, error = NULL"
+            f" WHERE id = ? AND {_CLAIMABLE_SQL} RETURNING *",
+            _ts(now),
+            _ts(now),
+            _ts(lease_until),
+            job_id,
+            _ts(now),
+        )
+        return None if row is None else _job(row)
+
+    async def finish_job(
+        self,
+        job_id: str,
+        *,
+        attempt: int,
+        status: JobStatus,
+        at: datetime,
+        result: dict[str, object] | None = None,
+        error: str | None = None,
+    ) -> JobRecord | None:
+        row = await self._fetchone(
+            "UPDATE jobs SET status = ?, finished_at = ?, updated_at = ?, lease_until = NULL,"
+            " result = ?, error = ? WHERE id = ? AND status = 'running' AND attempts = ?"
+            " RETURNING *",
+            status.value,
+            _ts(at),
+            _ts(at),
+            None if result is None else json.dumps(result),
+            error,
+            job_id,
+            attempt,
+        )
+        return None if row is None else _job(row)
+
+    async def delete_job(self, job_id: str) -> None:
+        await self._fetchone("DELETE FROM jobs WHERE id = ?", job_id)

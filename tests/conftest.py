@@ -1,0 +1,32 @@
+"""Shared fixtures: a clean environment for every test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+# Settings read these; a developer's shell must not leak into a test.
+SETTING_NAMES = (
+    "DATABASE_URL",
+    "QUEUE_URL",
+    "CACHE_URL",
+    "RATE_LIMIT_URL",
+    "RATE_LIMIT",
+    "STAGE",
+    "CURSOR_SECRET",
+    "LOG_LEVEL",
+    "PORT",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    yield
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
