@@ -94,10 +94,12 @@ class Adapters:
             await resource.open()
 
     async def close(self) -> None:
-        # Close everything even if one fails, then report the first failure.
-        results = await asyncio.gather(
-            *(r.close() for r in self.named().values()), return_exceptions=True
-        )
+        # The queue first: an in-process queue drains its jobs, which still need the store.
+        # Then the rest together; everything is closed even if one fails, then the first
+        # failure is raised.
+        first = await asyncio.gather(self.queue.close(), return_exceptions=True)
+        rest = [r.close() for name, r in self.named().items() if name != "queue"]
+        results = first + await asyncio.gather(*rest, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result

@@ -129,14 +129,14 @@ class SqliteStore:
                 return row
         except sqlite3.IntegrityError:
             raise
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:  # aiosqlite: ValueError once closed
             raise Unavailable("store", f"SQLite: {exc}") from exc
 
     async def _fetchall(self, sql: str, *args: Any) -> list[sqlite3.Row]:
         try:
             async with self._conn.execute(sql, args) as cursor:
                 return list(await cursor.fetchall())
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:
             raise Unavailable("store", f"SQLite: {exc}") from exc
 
     async def create_user(self, user: UserRecord) -> UserRecord:

@@ -1,0 +1,36 @@
+# Two commands matter: `make dev` serves the API, `make test` runs everything.
+# Both create the virtualenv and install what they need on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: dev test lint typecheck pytest clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+dev: $(STAMP)  ## serve the API on http://127.0.0.1:8000 (PORT overrides) with embedded defaults
+	$(BIN)/lambdarun dev
+
+test: lint typecheck pytest  ## lint, type-check and run the whole test suite
+
+lint: $(STAMP)  ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)  ## mypy --strict
+	$(BIN)/mypy
+
+pytest: $(STAMP)  ## the test suite (PYTEST_ARGS adds options)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:  ## remove the virtualenv and local data
+	rm -rf $(VENV) .lambdarun .mypy_cache .ruff_cache .pytest_cache

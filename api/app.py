@@ -1,0 +1,45 @@
+"""The application factory: `create_app()` for uvicorn (`--factory`), Mangum and tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.logs import configure_logging
+from api.middleware import RequestIdMiddleware
+from api.routes import health, v1
+from api.runtime import Runtime
+from api.settings import Settings, load_settings
+from api.tasks.registry import TaskRegistry
+
+
+def create_app(settings: Settings | None = None, *, registry: TaskRegistry | None = None) -> FastAPI:
+    """Build the app. Adapters are made here (no I/O) and opened by the lifespan, which runs once
+    per process or Lambda execution environment."""
+    settings = settings or load_settings()
+    configure_logging(settings.log_level, json_lines=settings.stage != "local")
+    runtime = Runtime.build(settings, registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="lambdarun",
+        version="1.0.0",
+        summary="One FastAPI app for a laptop, AWS Lambda and Google Cloud Run.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(health.router)
+    app.include_router(v1.router)
+    return app

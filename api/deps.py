@@ -1,0 +1,62 @@
+"""Dependencies for routes as `Annotated` aliases. All `async def`: a sync dependency would start
+FastAPI's thread pool on the first request (PERFORMANCE.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from adapters.ports import Cache, Queue, Store
+from api.jobs.runner import utcnow
+from api.runtime import Runtime
+from api.settings import Settings
+from api.tasks.registry import TaskRegistry
+
+
+async def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_settings(runtime: RuntimeDep) -> Settings:
+    return runtime.settings
+
+
+async def get_store(runtime: RuntimeDep) -> Store:
+    return runtime.adapters.store
+
+
+async def get_queue(runtime: RuntimeDep) -> Queue:
+    return runtime.adapters.queue
+
+
+async def get_cache(runtime: RuntimeDep) -> Cache:
+    return runtime.adapters.cache
+
+
+async def get_registry(runtime: RuntimeDep) -> TaskRegistry:
+    return runtime.registry
+
+
+async def get_now() -> datetime:
+    return utcnow()
+
+
+async def get_trace_attributes(request: Request) -> dict[str, str]:
+    """The caller's W3C trace context, carried onto job messages."""
+    traceparent = request.headers.get("traceparent")
+    return {"traceparent": traceparent} if traceparent and len(traceparent) <= 128 else {}
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[Store, Depends(get_store)]
+QueueDep = Annotated[Queue, Depends(get_queue)]
+CacheDep = Annotated[Cache, Depends(get_cache)]
+RegistryDep = Annotated[TaskRegistry, Depends(get_registry)]
+NowDep = Annotated[datetime, Depends(get_now)]
+TraceDep = Annotated[dict[str, str], Depends(get_trace_attributes)]

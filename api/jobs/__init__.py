@@ -1,0 +1,1 @@
+"""Submitting and running background jobs."""

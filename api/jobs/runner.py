@@ -1,0 +1,92 @@
+"""The job runner every worker calls (in-process, SQS, Pub/Sub): claim, run, record."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from pydantic import ValidationError
+
+from adapters.errors import Unavailable
+from adapters.ports import Cache, Disposition, Store
+from adapters.records import JobMessage, JobStatus
+from api.tasks.registry import TaskContext, TaskRegistry
+
+logger = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        cache: Cache,
+        registry: TaskRegistry,
+        lease: timedelta,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.registry = registry
+        self.lease = lease
+        self.clock = clock
+
+    async def handle(self, message: JobMessage) -> Disposition:
+        """Run the job a message names, at most once to success. ACK means nothing is left to do;
+        RETRY means the queue should deliver the message again (and dead-letter it in the end)."""
+        try:
+            return await self._handle(message)
+        except Unavailable as exc:
+            logger.warning("job %s: %s; will retry", message.job_id, exc)
+            return Disposition.RETRY
+
+    async def _handle(self, message: JobMessage) -> Disposition:
+        now = self.clock()
+        job = await self.store.claim_job(message.job_id, now=now, lease_until=now + self.lease)
+        if job is None:
+            return await self._not_claimed(message.job_id)
+        task = self.registry.get(job.task)
+        if task is None:
+            # Likely a deploy in progress: a newer API sent a task this worker lacks.
+            return await self._fail(job.id, job.attempts, f"unknown task {job.task!r}")
+        try:
+            payload = task.payload_model.model_validate(job.payload)
+        except ValidationError as exc:
+            return await self._fail(job.id, job.attempts, f"payload no longer valid: {exc}")
+        context = TaskContext(
+            store=self.store, cache=self.cache, job_id=job.id, attempt=job.attempts, now=now
+        )
+        try:
+            result = await task.run(payload, context)
+        except Exception as exc:
+            logger.exception("job %s (%s) attempt %d failed", job.id, job.task, job.attempts)
+            return await self._fail(job.id, job.attempts, f"{type(exc).__name__}: {exc}")
+        done = await self.store.finish_job(
+            job.id, attempt=job.attempts, status=JobStatus.SUCCEEDED, at=self.clock(), result=result
+        )
+        if done is None:
+            logger.warning("job %s: lease lost before it finished; another attempt owns it", job.id)
+        return Disposition.ACK
+
+    async def _not_claimed(self, job_id: str) -> Disposition:
+        current = await self.store.get_job(job_id)
+        if current is None:
+            # Its submission was undone (the send failed) or it was never ours: nothing to run.
+            logger.warning("job %s: no such job; message dropped", job_id)
+            return Disposition.ACK
+        if current.status is JobStatus.SUCCEEDED:
+            logger.info("job %s: duplicate delivery of a finished job; acknowledged", job_id)
+            return Disposition.ACK
+        # Running under another worker's lease: ask for redelivery in case that worker dies.
+        return Disposition.RETRY
+
+    async def _fail(self, job_id: str, attempt: int, error: str) -> Disposition:
+        await self.store.finish_job(
+            job_id, attempt=attempt, status=JobStatus.FAILED, at=self.clock(), error=error[:2000]
+        )
+        return Disposition.RETRY

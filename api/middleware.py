@@ -1,0 +1,49 @@
+"""Pure ASGI middleware (BaseHTTPMiddleware costs on every request; see PERFORMANCE.md)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from contextvars import ContextVar
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+_WELL_FORMED = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Accepts a well-formed `X-Request-ID` from the client or makes one, exposes it to handlers
+    (`request.state.request_id`) and logs, and returns it on the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = self._from_headers(scope) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        raw = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                headers.append((b"x-request-id", raw))
+                message["headers"] = headers
+            await send(message)
+
+        token = request_id_var.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+    @staticmethod
+    def _from_headers(scope: Scope) -> str | None:
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                return value.decode("ascii") if _WELL_FORMED.match(value) else None
+        return None

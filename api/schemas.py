@@ -1,0 +1,122 @@
+"""Request and response models of API v1."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from adapters.records import JobRecord, JobStatus, UserRecord
+
+# Shape only, as most services check: deliverability needs a mail round trip anyway.
+# (pydantic's EmailStr would pull in email-validator and dnspython for the same answer.)
+EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$"
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+Email = Annotated[
+    str, Field(max_length=254, pattern=EMAIL_PATTERN, examples=["ada@example.com"]), AfterValidator(_lower)
+]
+Name = Annotated[str, Field(min_length=1, max_length=200, examples=["Ada Lovelace"])]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserCreate(Strict):
+    email: Email
+    name: Name
+
+
+class UserUpdate(Strict):
+    email: Email | None = None
+    name: Name | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> UserUpdate:
+        if not self.model_fields_set:
+            raise ValueError("give at least one field to change: email, name")
+        for name in self.model_fields_set:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class User(BaseModel):
+    id: str
+    email: str
+    name: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    welcomed_at: datetime | None
+
+    @classmethod
+    def of(cls, record: UserRecord) -> User:
+        return cls(
+            id=record.id,
+            email=record.email,
+            name=record.name,
+            version=record.version,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            welcomed_at=record.welcomed_at,
+        )
+
+
+class UserPage(BaseModel):
+    items: list[User]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+
+
+class JobCreate(Strict):
+    task: str = Field(min_length=1, max_length=100, examples=["users.welcome"])
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class Job(BaseModel):
+    id: str
+    task: str
+    status: JobStatus
+    attempts: int
+    payload: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: dict[str, Any] | None
+    error: str | None
+
+    @classmethod
+    def of(cls, record: JobRecord) -> Job:
+        return cls(
+            id=record.id,
+            task=record.task,
+            status=record.status,
+            attempts=record.attempts,
+            payload=record.payload,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            result=record.result,
+            error=record.error,
+        )
+
+
+class ProblemDetail(BaseModel):
+    """RFC 9457 problem details, the body of every error response."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    request_id: str | None = None

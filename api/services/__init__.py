@@ -1,0 +1,1 @@
+"""Use cases behind the routes: keyword-only functions over the ports."""

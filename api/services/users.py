@@ -1,0 +1,101 @@
+"""User use cases: create (and welcome), read through the cache, update, delete."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from adapters.errors import NotFound
+from adapters.ports import Cache, Queue, Store, UserChanges
+from adapters.records import Page, UserRecord
+from api.ids import is_id, new_id
+from api.jobs.submit import submit_job
+from api.schemas import User, UserCreate, UserUpdate
+from api.tasks.registry import TaskRegistry
+
+
+def cache_key(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+async def create_user(
+    *,
+    store: Store,
+    queue: Queue,
+    registry: TaskRegistry,
+    data: UserCreate,
+    now: datetime,
+    attributes: Mapping[str, str] | None = None,
+) -> UserRecord:
+    """Create the user and enqueue `users.welcome`; if the job cannot be sent, undo the user so
+    the client's retry starts clean."""
+    user = UserRecord(
+        id=new_id(), email=data.email, name=data.name, created_at=now, updated_at=now
+    )
+    await store.create_user(user)
+    try:
+        await submit_job(
+            store=store,
+            queue=queue,
+            registry=registry,
+            task="users.welcome",
+            payload={"user_id": user.id},
+            now=now,
+            attributes=attributes,
+        )
+    except BaseException:
+        await store.delete_user(user.id)
+        raise
+    return user
+
+
+async def get_user(*, store: Store, cache: Cache, user_id: str, ttl: int) -> User:
+    """Read through the cache; `NotFound` for ids that do not exist (or cannot)."""
+    if not is_id(user_id):
+        raise NotFound(f"user {user_id[:64]} does not exist")
+    cached = await cache.get(cache_key(user_id))
+    if cached is not None:
+        return User.model_validate_json(cached)
+    record = await store.get_user(user_id)
+    if record is None:
+        raise NotFound(f"user {user_id} does not exist")
+    user = User.of(record)
+    await cache.set(cache_key(user_id), user.model_dump_json().encode(), ttl=ttl)
+    return user
+
+
+async def list_users(*, store: Store, limit: int, after: str | None) -> Page[UserRecord]:
+    return await store.list_users(limit=limit, after=after)
+
+
+async def update_user(
+    *,
+    store: Store,
+    cache: Cache,
+    user_id: str,
+    data: UserUpdate,
+    expected_version: int | None,
+    now: datetime,
+) -> UserRecord:
+    if not is_id(user_id):
+        raise NotFound(f"user {user_id[:64]} does not exist")
+    changes: UserChanges = {}
+    if data.email is not None:
+        changes["email"] = data.email
+    if data.name is not None:
+        changes["name"] = data.name
+    try:
+        return await store.update_user(
+            user_id, changes, at=now, expected_version=expected_version
+        )
+    finally:
+        await cache.delete(cache_key(user_id))
+
+
+async def delete_user(*, store: Store, cache: Cache, user_id: str) -> None:
+    if not is_id(user_id):
+        raise NotFound(f"user {user_id[:64]} does not exist")
+    try:
+        await store.delete_user(user_id)
+    finally:
+        await cache.delete(cache_key(user_id))

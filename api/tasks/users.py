@@ -1,0 +1,29 @@
+"""Tasks about users."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from api.tasks.registry import TaskContext, TaskResult
+from api.tasks.tasks import tasks
+
+
+class WelcomePayload(BaseModel):
+    user_id: str
+
+
+@tasks.register("users.welcome")
+async def welcome(payload: WelcomePayload, ctx: TaskContext) -> TaskResult:
+    """Welcome a new user once: a second run finds `welcomed_at` set and changes nothing."""
+    user = await ctx.store.get_user(payload.user_id)
+    if user is None:
+        return {"skipped": "user no longer exists"}
+    if user.welcomed_at is not None:
+        return {"welcomed_at": user.welcomed_at.isoformat(), "already": True}
+    # A real service would send the e-mail here; the visible effect is the timestamp.
+    welcomed = await ctx.store.update_user(
+        user.id, {"welcomed_at": ctx.now}, at=ctx.now, expected_version=user.version
+    )
+    await ctx.cache.delete(f"user:{user.id}")
+    assert welcomed.welcomed_at is not None  # noqa: S101
+    return {"welcomed_at": welcomed.welcomed_at.isoformat()}

@@ -1,0 +1,1 @@
+"""The `lambdarun` developer command. Never shipped in a function package or image."""
