@@ -99,19 +99,19 @@ class Adapters:
         # failure is raised.
         first = await asyncio.gather(self.queue.close(), return_exceptions=True)
         rest = [r.close() for name, r in self.named().items() if name != "queue"]
-        results = first + await asyncio.gather(*rest, return_exceptions=True)
+        results = [*first, *await asyncio.gather(*rest, return_exceptions=True)]
         for result in results:
             if isinstance(result, BaseException):
                 raise result
 
-    async def check(self, timeout: float) -> dict[str, str]:
+    async def check(self, limit: float) -> dict[str, str]:
         """Ping every adapter at once; maps each name to "ok" or the reason it failed."""
 
         async def one(resource: Resource) -> str:
             try:
-                await asyncio.wait_for(resource.ping(), timeout)
+                await asyncio.wait_for(resource.ping(), limit)
             except TimeoutError:
-                return f"no answer within {timeout:g}s"
+                return f"no answer within {limit:g}s"
             except Unavailable as exc:
                 return str(exc)
             return "ok"

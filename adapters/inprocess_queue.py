@@ -16,7 +16,9 @@ class InProcessQueue:
     """Delivers each message to the handler, retrying with backoff like a real queue would, and
     keeps the messages that ran out of attempts in `dead_letters`."""
 
-    def __init__(self, *, max_attempts: int = 3, workers: int = 4, retry_delay: float = 0.5) -> None:
+    def __init__(
+        self, *, max_attempts: int = 3, workers: int = 4, retry_delay: float = 0.5
+    ) -> None:
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
         self.dead_letters: list[JobMessage] = []

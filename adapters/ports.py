@@ -61,7 +61,9 @@ class Store(Resource, Protocol):
     async def get_job(self, job_id: str) -> JobRecord | None:
         """The job, or None."""
 
-    async def claim_job(self, job_id: str, *, now: datetime, lease_until: datetime) -> JobRecord | None:
+    async def claim_job(
+        self, job_id: str, *, now: datetime, lease_until: datetime
+    ) -> JobRecord | None:
         """Atomically move a claimable job (see `records.can_claim`) to running, counting the
         attempt; None when it is missing or not claimable."""
 
@@ -93,7 +95,7 @@ MessageHandler = Callable[[JobMessage], Awaitable[Disposition]]
 
 
 class Queue(Resource, Protocol):
-    """Where job messages go; the consumer side belongs to the runtime (SQS, Pub/Sub, in-process)."""
+    """Where job messages go; the consumer side belongs to the runtime (SQS, Pub/Sub, inprocess)."""
 
     async def send(self, message: JobMessage) -> None:
         """Send one message; `Unavailable` if it was not accepted."""

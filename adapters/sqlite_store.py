@@ -41,7 +41,13 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 """
 _USER_COLUMNS = ("email", "name", "welcomed_at")
-_CLAIMABLE_SQL = "(status IN ('queued', 'failed') OR (status = 'running' AND lease_until < ?))"
+# The claim rule of records.can_claim, as one conditional write.
+_CLAIM_SQL = (
+    "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?,"
+    " updated_at = ?, lease_until = ?, error = NULL WHERE id = ?"
+    " AND (status IN ('queued', 'failed') OR (status = 'running' AND lease_until < ?))"
+    " RETURNING *"
+)
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -179,7 +185,8 @@ class SqliteStore:
         if "welcomed_at" in values:
             values["welcomed_at"] = _ts(values["welcomed_at"])
         assignments = "".join(f"{column} = ?, " for column in values)
-        sql = f"UPDATE users SET {assignments}version = version + 1, updated_at = ? WHERE id = ?"  # noqa: S608 - columns from a fixed list
+        # Column names come from the fixed _USER_COLUMNS, never from input.
+        sql = f"UPDATE users SET {assignments}version = version + 1, updated_at = ? WHERE id = ?"  # noqa: S608
         args: list[Any] = [*values.values(), _ts(at), user_id]
         if expected_version is not None:
             sql += " AND version = ?"
@@ -227,9 +234,7 @@ class SqliteStore:
         self, job_id: str, *, now: datetime, lease_until: datetime
     ) -> JobRecord | None:
         row = await self._fetchone(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?,"
-            " updated_at = ?, lease_until = ?, error = NULL"
-            f" WHERE id = ? AND {_CLAIMABLE_SQL} RETURNING *",
+            _CLAIM_SQL,
             _ts(now),
             _ts(now),
             _ts(lease_until),

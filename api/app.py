@@ -16,7 +16,9 @@ from api.settings import Settings, load_settings
 from api.tasks.registry import TaskRegistry
 
 
-def create_app(settings: Settings | None = None, *, registry: TaskRegistry | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, registry: TaskRegistry | None = None
+) -> FastAPI:
     """Build the app. Adapters are made here (no I/O) and opened by the lifespan, which runs once
     per process or Lambda execution environment."""
     settings = settings or load_settings()

@@ -1,4 +1,5 @@
-"""RFC 9457 problem+json: one shape for every error, raised as `Problem`, rendered by one set of handlers."""
+"""RFC 9457 problem+json: one shape for every error, raised as `Problem`, rendered by one
+set of handlers."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class Problem(Exception):
         detail: str | None = None,
         *,
         title: str | None = None,
-        type: str = "about:blank",  # noqa: A002 - the RFC 9457 member name
+        type: str = "about:blank",  # the RFC 9457 member name
         headers: Mapping[str, str] | None = None,
         **extensions: Any,
     ) -> None:
@@ -71,7 +72,7 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
-    detail = exc.detail if isinstance(exc.detail, str) else None
+    detail: str | None = exc.detail if isinstance(exc.detail, str) else None
     if detail == HTTPStatus(exc.status_code).phrase:
         detail = None
     return problem_response(Problem(exc.status_code, detail, headers=exc.headers), request)

@@ -19,7 +19,9 @@ def _lower(value: str) -> str:
 
 
 Email = Annotated[
-    str, Field(max_length=254, pattern=EMAIL_PATTERN, examples=["ada@example.com"]), AfterValidator(_lower)
+    str,
+    Field(max_length=254, pattern=EMAIL_PATTERN, examples=["ada@example.com"]),
+    AfterValidator(_lower),
 ]
 Name = Annotated[str, Field(min_length=1, max_length=200, examples=["Ada Lovelace"])]
 
@@ -71,7 +73,9 @@ class User(BaseModel):
 
 class UserPage(BaseModel):
     items: list[User]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
 
 
 class JobCreate(Strict):

@@ -1,4 +1,5 @@
-"""Settings: one class, read from the environment by `load_settings()` so tests can build their own."""
+"""Settings: one class, read from the environment by `load_settings()` so tests can build
+their own."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ def _check_scheme(value: str, allowed: frozenset[str], setting: str) -> str:
     scheme = scheme_of(value)
     if scheme not in allowed:
         choices = ", ".join(sorted(allowed))
-        raise ValueError(f"unsupported scheme {scheme or '(none)'!r} in {setting}; use one of {choices}")
+        raise ValueError(
+            f"unsupported scheme {scheme or '(none)'!r} in {setting}; use one of {choices}"
+        )
     return value
 
 
@@ -86,7 +89,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _default_rate_limit_url(self) -> Settings:
         if self.rate_limit_url is None:
-            shared = self.cache_url if scheme_of(self.cache_url) in {"redis", "rediss"} else "memory://"
+            shared = (
+                self.cache_url if scheme_of(self.cache_url) in {"redis", "rediss"} else "memory://"
+            )
             object.__setattr__(self, "rate_limit_url", shared)
         return self
 

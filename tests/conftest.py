@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,10 +21,9 @@ SETTING_NAMES = (
 
 
 @pytest.fixture(autouse=True)
-def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in SETTING_NAMES:
         monkeypatch.delenv(name, raising=False)
-    yield
 
 
 def in_ci() -> bool:

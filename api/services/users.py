@@ -29,9 +29,7 @@ async def create_user(
 ) -> UserRecord:
     """Create the user and enqueue `users.welcome`; if the job cannot be sent, undo the user so
     the client's retry starts clean."""
-    user = UserRecord(
-        id=new_id(), email=data.email, name=data.name, created_at=now, updated_at=now
-    )
+    user = UserRecord(id=new_id(), email=data.email, name=data.name, created_at=now, updated_at=now)
     await store.create_user(user)
     try:
         await submit_job(
@@ -85,9 +83,7 @@ async def update_user(
     if data.name is not None:
         changes["name"] = data.name
     try:
-        return await store.update_user(
-            user_id, changes, at=now, expected_version=expected_version
-        )
+        return await store.update_user(user_id, changes, at=now, expected_version=expected_version)
     finally:
         await cache.delete(cache_key(user_id))
 

@@ -43,7 +43,10 @@ class TaskRegistry:
 
     def register(
         self, name: str
-    ) -> Callable[[Callable[[P, TaskContext], Awaitable[TaskResult]]], Callable[[P, TaskContext], Awaitable[TaskResult]]]:
+    ) -> Callable[
+        [Callable[[P, TaskContext], Awaitable[TaskResult]]],
+        Callable[[P, TaskContext], Awaitable[TaskResult]],
+    ]:
         """Decorator: `@tasks.register("users.welcome")` on `async def f(payload: Model, ctx)`;
         the payload model is read from the first parameter's annotation."""
 
@@ -57,7 +60,9 @@ class TaskRegistry:
             first = next(iter(inspect.signature(function).parameters))
             model = get_type_hints(function).get(first)
             if not (isinstance(model, type) and issubclass(model, BaseModel)):
-                raise TypeError(f"task {name!r}: annotate its first parameter with a pydantic model")
+                raise TypeError(
+                    f"task {name!r}: annotate its first parameter with a pydantic model"
+                )
             self._tasks[name] = Task(name=name, payload_model=model, run=function)
             return function
 

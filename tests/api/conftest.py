@@ -1,4 +1,5 @@
-"""The real app over HTTP (httpx ASGITransport) on the embedded defaults, a fresh SQLite file each."""
+"""The real app over HTTP (httpx ASGITransport) on the embedded defaults, a fresh SQLite
+file each."""
 
 from __future__ import annotations
 

@@ -213,7 +213,9 @@ async def test_a_finished_job_is_not_claimed_again(store: Store) -> None:
 async def test_a_failed_job_can_be_claimed_for_another_attempt(store: Store) -> None:
     job = await store.create_job(a_job())
     await store.claim_job(job.id, now=NOW, lease_until=NOW + timedelta(minutes=1))
-    failed = await store.finish_job(job.id, attempt=1, status=JobStatus.FAILED, at=NOW, error="boom")
+    failed = await store.finish_job(
+        job.id, attempt=1, status=JobStatus.FAILED, at=NOW, error="boom"
+    )
     assert failed is not None
     assert (failed.status, failed.error) == (JobStatus.FAILED, "boom")
     again = await store.claim_job(job.id, now=NOW, lease_until=NOW + timedelta(minutes=1))

@@ -43,15 +43,20 @@ async def create_job(
         )
     except UnknownTask as exc:
         known = ", ".join(registry)
-        raise _invalid(["body", "task"], f"unknown task; registered tasks: {known}", "unknown_task") from exc
+        raise _invalid(
+            ["body", "task"], f"unknown task; registered tasks: {known}", "unknown_task"
+        ) from exc
     except InvalidPayload as exc:
         errors = [
             {"loc": ["body", "payload", *e["loc"]], "msg": e["msg"], "type": e["type"]}
             for e in exc.error.errors()
         ]
         raise Problem(
-            422, "The payload does not match the task.", title="Validation failed",
-            type=problem_type("validation"), errors=errors,
+            422,
+            "The payload does not match the task.",
+            title="Validation failed",
+            type=problem_type("validation"),
+            errors=errors,
         ) from exc
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id).path)
     return Job.of(job)

@@ -58,7 +58,9 @@ async def list_users(
         try:
             after = decode_cursor(cursor, scope=CURSOR_SCOPE, secret=secret)
         except InvalidCursor as exc:
-            raise Problem(400, str(exc), title="Invalid cursor", type=problem_type("cursor")) from exc
+            raise Problem(
+                400, str(exc), title="Invalid cursor", type=problem_type("cursor")
+            ) from exc
     page = await service.list_users(store=store, limit=limit, after=after)
     next_cursor = (
         None

@@ -1,0 +1,43 @@
+"""Settings: embedded defaults, and bad values refused with the setting named."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.settings import SettingsError, load_settings
+
+
+def test_the_defaults_need_no_services() -> None:
+    settings = load_settings()
+    assert settings.database_url.startswith("sqlite:///")
+    assert (settings.queue_url, settings.cache_url, settings.rate_limit_url) == (
+        "inprocess://",
+        "memory://",
+        "memory://",
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DATABASE_URL", "mysql://localhost/db"),
+        ("DATABASE_URL", "no scheme at all"),
+        ("QUEUE_URL", "kafka://broker"),
+        ("CACHE_URL", "memcached://x"),
+        ("RATE_LIMIT", "lots"),
+        ("JOB_LEASE_SECONDS", "0"),
+        ("CACHE_TTL_SECONDS", "soon"),
+    ],
+)
+def test_a_bad_value_names_the_setting(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=variable):
+        load_settings()
+
+
+def test_the_rate_limiter_shares_the_caches_redis() -> None:
+    settings = load_settings(cache_url="redis://127.0.0.1:6379/0", rate_limit="10/second")
+    assert settings.rate_limit_url == "redis://127.0.0.1:6379/0"
+    assert settings.rate_limit_parsed == (10, 1)
