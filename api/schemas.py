@@ -11,7 +11,9 @@ from adapters.records import JobRecord, JobStatus, UserRecord
 
 # Shape only, as most services check: deliverability needs a mail round trip anyway.
 # (pydantic's EmailStr would pull in email-validator and dnspython for the same answer.)
-EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$"
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s.\x00-\x1f\x7f]+(\.[^@\s.\x00-\x1f\x7f]+)+$"
+# No control characters: they break logs and terminals, and Postgres refuses NUL in text.
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 
 
 def _lower(value: str) -> str:
@@ -23,7 +25,9 @@ Email = Annotated[
     Field(max_length=254, pattern=EMAIL_PATTERN, examples=["ada@example.com"]),
     AfterValidator(_lower),
 ]
-Name = Annotated[str, Field(min_length=1, max_length=200, examples=["Ada Lovelace"])]
+Name = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=PRINTABLE, examples=["Ada Lovelace"])
+]
 
 
 class Strict(BaseModel):

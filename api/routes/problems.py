@@ -16,6 +16,7 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "No such resource",
         409: "Conflicts with an existing resource",
         412: "If-Match names a stale version",
+        415: "The body is not JSON",
         422: "Validation failed",
         503: "A backing service is unavailable; retry",
     }

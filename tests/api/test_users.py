@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -60,7 +62,10 @@ async def test_an_email_is_registered_once(client: httpx.AsyncClient) -> None:
 async def test_invalid_bodies_are_422_and_create_nothing(
     client: httpx.AsyncClient, body: object
 ) -> None:
-    response = await client.post("/v1/users", json=body)
+    raw = json.dumps(body).encode()
+    response = await client.post(
+        "/v1/users", content=raw, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert response.headers["content-type"] == PROBLEM
     problem = response.json()
@@ -244,3 +249,43 @@ async def test_delete_answers_204_then_404(client: httpx.AsyncClient) -> None:
     assert (await client.delete(url)).status_code == 204
     assert (await client.get(url)).status_code == 404
     assert (await client.delete(url)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+)
+async def test_a_body_that_is_not_json_is_415(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    body = b'{"email": "ada@example.com", "name": "Ada"}'
+    for method, path in (("POST", "/v1/users"), ("POST", "/v1/jobs")):
+        response = await client.request(method, path, content=body, headers=headers)
+        assert response.status_code == 415, (method, path, content_type)
+        assert response.headers["content-type"] == PROBLEM
+    assert (await client.get("/v1/users")).json()["items"] == []
+
+
+async def test_json_media_types_with_parameters_and_suffixes_are_accepted(
+    client: httpx.AsyncClient,
+) -> None:
+    body = b'{"email": "ada@example.com", "name": "Ada"}'
+    created = await client.post(
+        "/v1/users", content=body, headers={"content-type": "application/json; charset=utf-8"}
+    )
+    assert created.status_code == 201
+    patched = await client.patch(
+        created.headers["location"],
+        content=b'{"name": "Ada King"}',
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    assert patched.status_code == 200
+
+
+@pytest.mark.parametrize("name", ["nul\x00byte", "bell\x07", "tab\there", "\x7f"])
+async def test_control_characters_are_refused(client: httpx.AsyncClient, name: str) -> None:
+    response = await client.post("/v1/users", json={"email": "ada@example.com", "name": name})
+    assert response.status_code == 422
+    email = await client.post("/v1/users", json={"email": "a\x00@example.com", "name": "Ada"})
+    assert email.status_code == 422

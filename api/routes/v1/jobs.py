@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from adapters.errors import NotFound
 from api.deps import NowDep, QueueDep, RegistryDep, StoreDep, TraceDep
 from api.errors import Problem, problem_type
 from api.ids import is_id
+from api.media import require_json
 from api.jobs.submit import InvalidPayload, UnknownTask, submit_job
 from api.routes.problems import problems
 from api.schemas import Job, JobCreate
@@ -19,7 +20,8 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
     "",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Submit a background job",
-    responses=problems(400, 422, 503),
+    dependencies=[Depends(require_json)],
+    responses=problems(400, 415, 422, 503),
 )
 async def create_job(
     data: JobCreate,

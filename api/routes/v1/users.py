@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from api import conditional
 from api.cursors import InvalidCursor, decode_cursor, encode_cursor
 from api.deps import CacheDep, NowDep, QueueDep, RegistryDep, SettingsDep, StoreDep, TraceDep
 from api.errors import Problem, problem_type
+from api.media import require_json
 from api.routes.problems import problems
 from api.schemas import User, UserCreate, UserPage, UserUpdate
 from api.services import users as service
@@ -23,7 +24,8 @@ MAX_PAGE = 100
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a user (and enqueue their welcome)",
-    responses=problems(400, 409, 422, 503),
+    dependencies=[Depends(require_json)],
+    responses=problems(400, 409, 415, 422, 503),
 )
 async def create_user(
     data: UserCreate,
@@ -100,7 +102,8 @@ async def get_user(
 @router.patch(
     "/{user_id}",
     summary="Change a user (If-Match for optimistic concurrency)",
-    responses=problems(400, 404, 409, 412, 422, 503),
+    dependencies=[Depends(require_json)],
+    responses=problems(400, 404, 409, 412, 415, 422, 503),
 )
 async def update_user(
     user_id: str,
