@@ -17,12 +17,17 @@ from api.tasks.registry import TaskRegistry
 
 
 def create_app(
-    settings: Settings | None = None, *, registry: TaskRegistry | None = None
+    settings: Settings | None = None,
+    *,
+    registry: TaskRegistry | None = None,
+    configure_logs: bool = True,
 ) -> FastAPI:
     """Build the app. Adapters are made here (no I/O) and opened by the lifespan, which runs once
-    per process or Lambda execution environment."""
+    per process or Lambda execution environment. `configure_logs=False` leaves logging to the
+    caller (the Lambda handlers use Powertools)."""
     settings = settings or load_settings()
-    configure_logging(settings.log_level, json_lines=settings.stage != "local")
+    if configure_logs:
+        configure_logging(settings.log_level, json_lines=settings.stage != "local")
     runtime = Runtime.build(settings, registry)
 
     @asynccontextmanager

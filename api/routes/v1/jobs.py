@@ -8,8 +8,8 @@ from adapters.errors import NotFound
 from api.deps import NowDep, QueueDep, RegistryDep, StoreDep, TraceDep
 from api.errors import Problem, problem_type
 from api.ids import is_id
-from api.media import require_json
 from api.jobs.submit import InvalidPayload, UnknownTask, submit_job
+from api.media import require_json
 from api.routes.problems import problems
 from api.schemas import Job, JobCreate
 

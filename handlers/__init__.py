@@ -1,0 +1,1 @@
+"""Entry points, one per runtime: translate the runtime's event into a call on `api/` and back."""

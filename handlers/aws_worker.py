@@ -1,0 +1,81 @@
+"""AWS Lambda SQS worker: each record is one job message for the shared job runner. Records run
+concurrently; failures are reported one by one (`batchItemFailures`) so SQS redelivers only
+those, and dead-letters them after the queue's maxReceiveCount."""
+
+from __future__ import annotations
+
+import gc
+
+gc.disable()  # see handlers/aws_http.py
+
+from collections.abc import AsyncIterator  # noqa: E402
+from contextlib import asynccontextmanager  # noqa: E402
+from typing import Any  # noqa: E402
+
+from aws_lambda_powertools import Logger, Metrics  # noqa: E402
+from aws_lambda_powertools.metrics import MetricUnit  # noqa: E402
+from aws_lambda_powertools.utilities.batch import (  # noqa: E402
+    AsyncBatchProcessor,
+    EventType,
+    async_process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse  # noqa: E402
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord  # noqa: E402
+from aws_lambda_powertools.utilities.typing import LambdaContext  # noqa: E402
+
+from adapters.messages import decode_body  # noqa: E402
+from adapters.ports import Disposition  # noqa: E402
+from api.runtime import Runtime  # noqa: E402
+from api.settings import load_settings  # noqa: E402
+from handlers.lambda_environment import ExecutionEnvironment  # noqa: E402
+from handlers.lambda_observability import make_logger, make_metrics  # noqa: E402
+
+
+class JobNotDone(Exception):
+    """The job asked to be delivered again (it failed, or another worker holds it)."""
+
+
+logger: Logger = make_logger()
+metrics: Metrics = make_metrics()
+runtime = Runtime.build(load_settings())
+
+
+@asynccontextmanager
+async def running() -> AsyncIterator[Runtime]:
+    await runtime.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
+environment = ExecutionEnvironment(running)
+environment.start()
+environment.install_shutdown_hooks()
+# Every record is reported on its own, even when all of them fail: the redelivery and
+# dead-lettering of each is then the queue's business, not a function error.
+processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+gc.freeze()
+gc.enable()
+
+
+async def run_record(record: SQSRecord) -> None:
+    attributes = {
+        name: value.string_value
+        for name, value in record.message_attributes.items()
+        if value.string_value is not None
+    }
+    message = decode_body(record.body, attributes)  # PoisonMessage: reported, then dead-lettered
+    disposition = await runtime.runner.handle(message)
+    metrics.add_metric(name=f"Jobs{disposition.value.title()}", unit=MetricUnit.Count, value=1)
+    if disposition is Disposition.RETRY:
+        raise JobNotDone(message.job_id)
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return async_process_partial_response(
+        event=event, record_handler=run_record, processor=processor, context=context
+    )
