@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: dev test lint typecheck pytest clean help
 
+# `sam build` targets (BuildMethod: makefile); they only run under SAM.
+include sam.mk
+
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
