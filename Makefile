@@ -5,20 +5,31 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# aws-sam-cli pins its own boto3, so it and cfn-lint live in an environment of their own.
+SAM_TOOLS := .tools/sam
+SAM_TOOLS_STAMP := $(SAM_TOOLS)/.installed
 
-.PHONY: dev test lint typecheck pytest clean help
+.PHONY: dev test lint typecheck pytest tools clean help
 
 # `sam build` targets (BuildMethod: makefile); they only run under SAM.
 include sam.mk
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
+
+$(SAM_TOOLS_STAMP):
+	$(PYTHON) -m venv $(SAM_TOOLS)
+	$(SAM_TOOLS)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_TOOLS)/bin/python -m pip install --quiet 'aws-sam-cli>=1.120' 'cfn-lint>=1.20' cfn-lint-serverless
+	touch $@
+
+tools: $(SAM_TOOLS_STAMP)  ## install aws-sam-cli and cfn-lint in .tools/sam
 
 dev: $(STAMP)  ## serve the API on http://127.0.0.1:8000 (PORT overrides) with embedded defaults
 	$(BIN)/lambdarun dev
@@ -32,8 +43,8 @@ lint: $(STAMP)  ## ruff
 typecheck: $(STAMP)  ## mypy --strict
 	$(BIN)/mypy
 
-pytest: $(STAMP)  ## the test suite (PYTEST_ARGS adds options)
+pytest: $(STAMP) $(SAM_TOOLS_STAMP)  ## the test suite (PYTEST_ARGS adds options)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:  ## remove the virtualenv and local data
-	rm -rf $(VENV) .lambdarun .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .aws-sam .lambdarun .mypy_cache .ruff_cache .pytest_cache

@@ -65,6 +65,13 @@ def build_cache(url: str, options: AdapterOptions) -> Cache:
         from adapters.null_cache import NullCache
 
         return NullCache()
+    if scheme in {"redis", "rediss"}:
+        from adapters.redis_cache import RedisCache
+
+        try:
+            return RedisCache.from_url(url, timeout=options.io_timeout)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"CACHE_URL: {exc}") from None
     raise ConfigurationError(f"CACHE_URL: no cache for scheme {scheme!r} in this build")
 
 
@@ -74,6 +81,13 @@ def build_rate_limiter(url: str, options: AdapterOptions) -> RateLimiter:
         from adapters.memory_rate_limiter import MemoryRateLimiter
 
         return MemoryRateLimiter()
+    if scheme in {"redis", "rediss"}:
+        from adapters.redis_rate_limiter import RedisRateLimiter
+
+        try:
+            return RedisRateLimiter.from_url(url, timeout=options.io_timeout)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"RATE_LIMIT_URL: {exc}") from None
     raise ConfigurationError(f"RATE_LIMIT_URL: no rate limiter for scheme {scheme!r} in this build")
 
 

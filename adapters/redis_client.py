@@ -102,8 +102,8 @@ class RedisResource:
         self.prefix = prefix
         self._max_connections = max_connections
         # A client passed in belongs to the caller, who closes it.
+        self._given_client = client
         self._client = client
-        self._owns_client = client is None
         # A backstop over the whole call (connect, handshake, command, one retry): socket
         # timeouts bound each wait, this bounds their sum whatever redis-py does inside.
         self._deadline = 2 * timeout
@@ -117,8 +117,8 @@ class RedisResource:
         await self._run(lambda client: client.ping())
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._owns_client:
+        client, self._client = self._client, self._given_client
+        if client is not None and client is not self._given_client:
             try:
                 await client.aclose()
             except (RedisError, OSError) as exc:
@@ -129,7 +129,6 @@ class RedisResource:
             self._client = make_client(
                 self.url, timeout=self.timeout, max_connections=self._max_connections
             )
-            self._owns_client = True
         return self._client
 
     async def _run(self, call: Callable[[Redis], Awaitable[T]]) -> T:

@@ -58,9 +58,7 @@ class RedisRateLimiter(RedisResource):
         self._script: AsyncScript | None = None
 
     @classmethod
-    def from_url(
-        cls, url: str, *, timeout: float, prefix: str = "lambdarun:"
-    ) -> RedisRateLimiter:
+    def from_url(cls, url: str, *, timeout: float, prefix: str = "lambdarun:") -> RedisRateLimiter:
         """`redis://[user:password@]host[:port][/db]`, or `rediss://…` for TLS."""
         return cls(url, timeout=timeout, prefix=prefix)
 
