@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from api.errors import install_error_handlers
 from api.logs import configure_logging
 from api.middleware import RequestIdMiddleware
+from api.rate_limit import RateLimitMiddleware
 from api.routes import health, v1
 from api.runtime import Runtime
 from api.settings import Settings, load_settings
@@ -46,6 +47,8 @@ def create_app(
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    # Added last runs first: the request id exists before a 429 is written.
+    app.add_middleware(RateLimitMiddleware, runtime=runtime)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(v1.router)

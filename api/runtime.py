@@ -38,12 +38,14 @@ class Runtime:
             db_pool_max=settings.db_pool_max,
             io_timeout=settings.io_timeout,
         )
-        assert settings.rate_limit_url is not None  # noqa: S101 - filled in by the settings
+        # With no RATE_LIMIT the limiter is never asked: don't open a Redis pool for it.
+        rate_limit_url = settings.rate_limit_url if settings.rate_limit else "memory://"
+        assert rate_limit_url is not None  # noqa: S101 - filled in by the settings
         adapters = build_adapters(
             database_url=settings.database_url,
             queue_url=settings.queue_url,
             cache_url=settings.cache_url,
-            rate_limit_url=settings.rate_limit_url,
+            rate_limit_url=rate_limit_url,
             options=options,
         )
         adapters.cache = FailOpenCache(adapters.cache)
