@@ -43,6 +43,10 @@ def build_store(url: str, options: AdapterOptions) -> Store:
         from adapters.sqlite_store import SqliteStore
 
         return SqliteStore.from_url(url)
+    if scheme in {"postgresql", "postgres"}:
+        from adapters.postgres_store import PostgresStore
+
+        return PostgresStore.from_url(url, pool_max=options.db_pool_max, timeout=options.io_timeout)
     raise ConfigurationError(f"DATABASE_URL: no store for scheme {scheme!r} in this build")
 
 

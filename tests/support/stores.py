@@ -9,6 +9,7 @@ from pathlib import Path
 from adapters.memory_store import MemoryStore
 from adapters.ports import Store
 from adapters.sqlite_store import SqliteStore
+from tests.support.postgres import postgres_store
 
 StoreFactory = Callable[[Path], AbstractAsyncContextManager[Store]]
 
@@ -34,4 +35,5 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": memory_store,
     "sqlite": sqlite_store,
+    "postgres": postgres_store,
 }

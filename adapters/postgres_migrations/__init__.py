@@ -1,0 +1,1 @@
+"""PostgreSQL schema migrations: `NNNN_words.sql` files, applied in order by `postgres_migrate`."""

@@ -1,0 +1,107 @@
+"""The whole app on PostgreSQL: concurrency enforced by the database, a pool of 5 under 200
+concurrent requests, and a server that goes away and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from api.app import create_app
+from api.settings import load_settings
+from tests.api.conftest import drain, new_user
+from tests.support.postgres import ThrowawayServer, fresh_database, throwaway_server
+
+pytestmark = pytest.mark.service("postgres")
+
+
+async def app_on(url: str) -> FastAPI:
+    return create_app(load_settings(database_url=url, db_pool_max=5, io_timeout=2.0))
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[FastAPI]:
+    async with fresh_database() as url:
+        application = await app_on(url)
+        async with application.router.lifespan_context(application):
+            yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        yield http
+
+
+async def test_the_welcome_flow_runs_on_postgres(app: FastAPI, client: httpx.AsyncClient) -> None:
+    user = await new_user(client)
+    await drain(app)
+    fetched = (await client.get(f"/v1/users/{user['id']}")).json()
+    assert fetched["welcomed_at"] is not None
+
+
+async def test_concurrent_patches_with_one_if_match_give_one_200_and_one_412(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    user = await new_user(client)
+    await drain(app)
+    url = f"/v1/users/{user['id']}"
+    tag = (await client.get(url)).headers["etag"]
+    responses = await asyncio.gather(
+        *(client.patch(url, json={"name": f"n{i}"}, headers={"If-Match": tag}) for i in range(2))
+    )
+    assert sorted(r.status_code for r in responses) == [200, 412]
+
+
+async def test_two_hundred_concurrent_requests_on_a_pool_of_five(
+    client: httpx.AsyncClient,
+) -> None:
+    users = [await new_user(client, f"load{i}@example.com") for i in range(5)]
+    requests = [
+        client.get(f"/v1/users/{users[i % 5]['id']}")
+        if i % 4
+        else client.post("/v1/users", json={"email": f"c{i}@example.com", "name": "C"})
+        for i in range(200)
+    ]
+    responses = await asyncio.gather(*requests)
+    statuses = [r.status_code for r in responses]
+    assert all(s < 500 for s in statuses), [r.text for r in responses if r.status_code >= 500][:3]
+    assert statuses.count(201) == 50
+    assert "too many connections" not in " ".join(r.text for r in responses)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ThrowawayServer]:
+    server = throwaway_server(max_connections=20)
+    yield server
+    server.remove()
+
+
+async def test_postgres_down_is_503_and_the_app_recovers_without_restart(
+    cluster: ThrowawayServer,
+) -> None:
+    if not cluster.is_running():
+        cluster.start()
+    async with fresh_database(cluster.url()) as url:
+        app = await app_on(url)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                assert (await client.get("/v1/users")).status_code == 200
+                cluster.stop()
+                down = await client.get("/v1/users")
+                assert down.status_code == 503
+                assert down.headers["retry-after"]
+                assert down.json()["component"] == "store"
+                ready = await client.get("/readyz")
+                assert ready.status_code == 503
+                assert ready.json()["checks"]["store"] != "ok"
+
+                cluster.start()
+                assert (await client.get("/readyz")).status_code == 200
+                assert (await client.get("/v1/users")).status_code == 200
+            # fresh_database drops the database after the app has let go of it
