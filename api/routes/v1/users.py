@@ -83,20 +83,19 @@ async def list_users(
 )
 async def get_user(
     user_id: str,
-    response: Response,
     store: StoreDep,
     cache: CacheDep,
     settings: SettingsDep,
     if_none_match: Annotated[str | None, Header()] = None,
-) -> User | Response:
-    user = await service.get_user(
+) -> Response:
+    version, body = await service.get_user_json(
         store=store, cache=cache, user_id=user_id, ttl=settings.cache_ttl_seconds
     )
-    tag = conditional.etag(user.version)
-    if conditional.none_match(if_none_match, user.version):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
-    response.headers["ETag"] = tag
-    return user
+    headers = {"ETag": conditional.etag(version)}
+    if conditional.none_match(if_none_match, version):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    # Already the User schema, serialized once on a cache miss: no second validation pass.
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.patch(
