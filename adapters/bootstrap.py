@@ -47,6 +47,10 @@ def build_store(url: str, options: AdapterOptions) -> Store:
         from adapters.postgres_store import PostgresStore
 
         return PostgresStore.from_url(url, pool_max=options.db_pool_max, timeout=options.io_timeout)
+    if scheme == "dynamodb":
+        from adapters.dynamodb_store import DynamoDBStore
+
+        return DynamoDBStore.from_url(url, timeout=options.io_timeout)
     raise ConfigurationError(f"DATABASE_URL: no store for scheme {scheme!r} in this build")
 
 
@@ -56,6 +60,10 @@ def build_queue(url: str, options: AdapterOptions) -> Queue:
         from adapters.inprocess_queue import InProcessQueue
 
         return InProcessQueue(max_attempts=options.job_max_attempts)
+    if scheme in {"http", "https"}:
+        from adapters.sqs_queue import SqsQueue
+
+        return SqsQueue(url, timeout=options.io_timeout)
     raise ConfigurationError(f"QUEUE_URL: no queue for scheme {scheme!r} in this build")
 
 

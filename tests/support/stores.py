@@ -9,6 +9,7 @@ from pathlib import Path
 from adapters.memory_store import MemoryStore
 from adapters.ports import Store
 from adapters.sqlite_store import SqliteStore
+from tests.support.dynamodb import dynamodb_store
 from tests.support.postgres import postgres_store
 
 StoreFactory = Callable[[Path], AbstractAsyncContextManager[Store]]
@@ -36,4 +37,5 @@ STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": memory_store,
     "sqlite": sqlite_store,
     "postgres": postgres_store,
+    "dynamodb": dynamodb_store,
 }
