@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord  # noqa: E402
 from aws_lambda_powertools.utilities.typing import LambdaContext  # noqa: E402
 
-from adapters.messages import decode_body  # noqa: E402
+from adapters.messages import PoisonMessage, decode_body  # noqa: E402
 from adapters.ports import Disposition  # noqa: E402
 from api.runtime import Runtime  # noqa: E402
 from api.settings import load_settings  # noqa: E402
@@ -66,7 +66,12 @@ async def run_record(record: SQSRecord) -> None:
         for name, value in record.message_attributes.items()
         if value.string_value is not None
     }
-    message = decode_body(record.body, attributes)  # PoisonMessage: reported, then dead-lettered
+    try:
+        message = decode_body(record.body, attributes)
+    except PoisonMessage:
+        # Reported as a failure like any other: SQS retries it, then dead-letters it.
+        metrics.add_metric(name="PoisonMessages", unit=MetricUnit.Count, value=1)
+        raise
     disposition = await runtime.runner.handle(message)
     metrics.add_metric(name=f"Jobs{disposition.value.title()}", unit=MetricUnit.Count, value=1)
     if disposition is Disposition.RETRY:
@@ -76,6 +81,7 @@ async def run_record(record: SQSRecord) -> None:
 @metrics.log_metrics
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    metrics.add_metric(name="Records", unit=MetricUnit.Count, value=len(event.get("Records", [])))
     return async_process_partial_response(
         event=event, record_handler=run_record, processor=processor, context=context
     )

@@ -1,0 +1,163 @@
+"""The SQS worker handler: every record runs the shared job runner; failures are reported one by
+one in `batchItemFailures` and the rest succeed once; a SnapStart snapshot closes connections."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from adapters.records import JobMessage, JobRecord, JobStatus, UserRecord
+from api.ids import new_id
+from tests.support.lambda_events import LambdaContext
+from tests.support.sqs_events import event, failures, job_record, record
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
+    saved = dict(os.environ)
+    db = tmp_path_factory.mktemp("worker") / "worker.db"
+    os.environ.update(
+        DATABASE_URL=f"sqlite:///{db}",
+        POWERTOOLS_SERVICE_NAME="lambdarun-test",
+        POWERTOOLS_METRICS_NAMESPACE="lambdarun-test",
+        # Set by the Lambda runtime; Powertools' batch processor then runs on the handler's loop.
+        LAMBDA_TASK_ROOT=str(Path(__file__).resolve().parents[2]),
+        AWS_LAMBDA_INITIALIZATION_TYPE="snap-start",
+    )
+    sys.modules.pop("handlers.aws_worker", None)
+    module = importlib.import_module("handlers.aws_worker")
+    yield module
+    module.environment.stop()
+    module.environment.loop.close()
+    sys.modules.pop("handlers.aws_worker", None)
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def submit(worker: ModuleType, task: str, payload: dict[str, object]) -> JobMessage:
+    """Record a queued job in the worker's store, as the API does before sending its message."""
+    now = datetime.now(UTC)
+    job = JobRecord(
+        id=new_id(),
+        task=task,
+        payload=payload,
+        status=JobStatus.QUEUED,
+        created_at=now,
+        updated_at=now,
+    )
+    worker.environment.run(worker.runtime.adapters.store.create_job(job))
+    return JobMessage(
+        job_id=job.id, task=task, payload=payload, attributes={"traceparent": "00-ab-cd-01"}
+    )
+
+
+def new_user(worker: ModuleType) -> UserRecord:
+    now = datetime.now(UTC)
+    user = UserRecord(
+        id=new_id(), email=f"{new_id()[-8:]}@example.com", name="A", created_at=now, updated_at=now
+    )
+    return worker.environment.run(worker.runtime.adapters.store.create_user(user))
+
+
+def job(worker: ModuleType, job_id: str) -> JobRecord:
+    found = worker.environment.run(worker.runtime.adapters.store.get_job(job_id))
+    assert found is not None
+    return found
+
+
+def test_a_batch_reports_only_its_failures(worker: ModuleType) -> None:
+    users = [new_user(worker) for _ in range(8)]
+    good = [job_record(submit(worker, "users.welcome", {"user_id": u.id})) for u in users]
+    poison = record("not json at all")
+    unknown_version = record(
+        '{"job_id": "x", "task": "users.welcome", "payload": {}, "version": 9}'
+    )
+    bad_payload = job_record(submit(worker, "users.welcome", {"user_id": 42}))
+    response = worker.handler(event(*good, poison, unknown_version, bad_payload), LambdaContext())
+    assert failures(response) == {
+        poison["messageId"],
+        unknown_version["messageId"],
+        bad_payload["messageId"],
+    }
+    for user in users:
+        fetched = worker.environment.run(worker.runtime.adapters.store.get_user(user.id))
+        assert fetched is not None
+        assert fetched.welcomed_at is not None
+
+
+def test_a_duplicate_delivery_of_a_finished_job_is_acknowledged_without_running_again(
+    worker: ModuleType,
+) -> None:
+    user = new_user(worker)
+    message = submit(worker, "users.welcome", {"user_id": user.id})
+    first = worker.handler(event(job_record(message)), LambdaContext())
+    assert failures(first) == set()
+    done = job(worker, message.job_id)
+    again = worker.handler(
+        event(job_record(message, receive_count=2), job_record(message)), LambdaContext()
+    )
+    assert failures(again) == set()
+    after = job(worker, message.job_id)
+    assert (after.status, after.attempts, after.finished_at) == (
+        JobStatus.SUCCEEDED,
+        1,
+        done.finished_at,
+    )
+
+
+def test_a_batch_where_everything_fails_is_still_reported_record_by_record(
+    worker: ModuleType,
+) -> None:
+    records = [record(f"poison {i}") for i in range(3)]
+    response = worker.handler(event(*records), LambdaContext())
+    assert failures(response) == {r["messageId"] for r in records}
+
+
+def test_records_run_concurrently_on_one_loop(worker: ModuleType) -> None:
+    users = [new_user(worker) for _ in range(10)]
+    records = [job_record(submit(worker, "users.welcome", {"user_id": u.id})) for u in users]
+    seen_tasks: set[int] = set()
+    original = worker.runtime.runner.handle
+
+    async def spy(message: JobMessage) -> object:
+        task = asyncio.current_task()
+        assert task is not None
+        seen_tasks.add(id(task))
+        await asyncio.sleep(0)
+        return await original(message)
+
+    worker.runtime.runner.handle = spy
+    try:
+        assert failures(worker.handler(event(*records), LambdaContext())) == set()
+    finally:
+        worker.runtime.runner.handle = original
+    assert len(seen_tasks) == 10  # one task per record, gathered
+
+
+def test_snapstart_hooks_close_connections_before_the_snapshot_and_reopen_after(
+    worker: ModuleType,
+) -> None:
+    from snapshot_restore_py import get_after_restore, get_before_snapshot
+
+    before = [entry[0] for entry in get_before_snapshot()]
+    after = [entry[0] for entry in get_after_restore()]
+    assert worker.environment.stop in before
+    assert worker.environment.start in after
+    store = worker.runtime.adapters.store
+    for hook in before:
+        hook()
+    assert store._db is None  # no connection goes into the snapshot
+    for hook in after:
+        hook()
+    assert store._db is not None
+    user = new_user(worker)
+    message = submit(worker, "users.welcome", {"user_id": user.id})
+    assert failures(worker.handler(event(job_record(message)), LambdaContext())) == set()
