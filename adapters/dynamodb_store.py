@@ -7,13 +7,26 @@ import functools
 import json
 import random
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters import aws_clients
+from adapters.dynamodb_items import (
+    USERS,
+    Expression,
+    job_item,
+    job_of,
+    key,
+    number,
+    string,
+    timestamp,
+    user_item,
+    user_of,
+    user_update,
+)
 from adapters.errors import (
     AlreadyExists,
     ConfigurationError,
@@ -42,146 +55,7 @@ _EXPECTED = frozenset({_CONDITION_FAILED, _CANCELLED, "ValidationException"})
 # A transaction that met another in flight, or a user changed between our read and our
 # transaction: retry (reading again), enough times for a handful of concurrent writers.
 _TRANSACTION_TRIES = 8
-_USERS = "USERS"
 _ABSENT = "attribute_not_exists(pk)"
-
-
-def _ts(value: datetime) -> str:
-    # A fixed-width UTC form, so strings compare in time order inside condition expressions.
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
-
-
-def _s(value: str) -> AttributeValueTypeDef:
-    return {"S": value}
-
-
-def _n(value: int) -> AttributeValueTypeDef:
-    return {"N": str(value)}
-
-
-def _when(value: datetime | None) -> AttributeValueTypeDef | None:
-    return None if value is None else _s(_ts(value))
-
-
-def _key(kind: str, id_: str) -> Item:
-    return {"pk": _s(f"{kind}#{id_}"), "sk": _s(kind)}
-
-
-def _get(item: Item, name: str) -> str | None:
-    value = item.get(name)
-    return None if value is None else value.get("S", value.get("N"))
-
-
-def _dt(item: Item, name: str) -> datetime | None:
-    value = _get(item, name)
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def _user_item(user: UserRecord) -> Item:
-    values = {
-        **_key("USER", user.id),
-        "gsi1pk": _s(_USERS),
-        "gsi1sk": _s(user.id),
-        "id": _s(user.id),
-        "email": _s(user.email),
-        "name": _s(user.name),
-        "created_at": _s(_ts(user.created_at)),
-        "updated_at": _s(_ts(user.updated_at)),
-        "version": _n(user.version),
-        "welcomed_at": _when(user.welcomed_at),
-    }
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def _user(item: Item) -> UserRecord:
-    return UserRecord(
-        id=item["id"]["S"],
-        email=item["email"]["S"],
-        name=item["name"]["S"],
-        created_at=datetime.fromisoformat(item["created_at"]["S"]),
-        updated_at=datetime.fromisoformat(item["updated_at"]["S"]),
-        version=int(item["version"]["N"]),
-        welcomed_at=_dt(item, "welcomed_at"),
-    )
-
-
-def _job_item(job: JobRecord) -> Item:
-    values = {
-        **_key("JOB", job.id),
-        "id": _s(job.id),
-        "task": _s(job.task),
-        "payload": _s(json.dumps(job.payload)),  # a JSON string: exact, no Decimal
-        "status": _s(job.status.value),
-        "created_at": _s(_ts(job.created_at)),
-        "updated_at": _s(_ts(job.updated_at)),
-        "attempts": _n(job.attempts),
-        "started_at": _when(job.started_at),
-        "finished_at": _when(job.finished_at),
-        "lease_until": _when(job.lease_until),
-        "result": None if job.result is None else _s(json.dumps(job.result)),
-        "error": None if job.error is None else _s(job.error),
-    }
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def _job(item: Item) -> JobRecord:
-    result = _get(item, "result")
-    return JobRecord(
-        id=item["id"]["S"],
-        task=item["task"]["S"],
-        payload=json.loads(item["payload"]["S"]),
-        status=JobStatus(item["status"]["S"]),
-        created_at=datetime.fromisoformat(item["created_at"]["S"]),
-        updated_at=datetime.fromisoformat(item["updated_at"]["S"]),
-        attempts=int(item["attempts"]["N"]),
-        started_at=_dt(item, "started_at"),
-        finished_at=_dt(item, "finished_at"),
-        lease_until=_dt(item, "lease_until"),
-        result=None if result is None else json.loads(result),
-        error=_get(item, "error"),
-    )
-
-
-class _Expression:
-    """Placeholders for every name and value, so reserved words (name, status) need no care."""
-
-    def __init__(self, **values: AttributeValueTypeDef) -> None:
-        self.names: dict[str, str] = {}
-        self.values: dict[str, AttributeValueTypeDef] = {f":{k}": v for k, v in values.items()}
-        self._set: list[str] = []
-        self._remove: list[str] = []
-
-    def name(self, attr: str) -> str:
-        self.names[f"#{attr}"] = attr
-        return f"#{attr}"
-
-    def set(self, attr: str, value: AttributeValueTypeDef | None) -> None:
-        if value is None:
-            self._remove.append(self.name(attr))
-        else:
-            self.values[f":set_{attr}"] = value
-            self._set.append(f"{self.name(attr)} = :set_{attr}")
-
-    def add(self, attr: str, amount: int) -> None:
-        self.values[f":add_{attr}"] = _n(amount)
-        self._set.append(f"{self.name(attr)} = {self.name(attr)} + :add_{attr}")
-
-    @property
-    def update(self) -> str:
-        parts = [f"SET {', '.join(self._set)}"] if self._set else []
-        return " ".join(parts + ([f"REMOVE {', '.join(self._remove)}"] if self._remove else []))
-
-
-def _user_update(changes: UserChanges, at: datetime) -> _Expression:
-    e = _Expression()
-    for attr in ("email", "name"):
-        if attr in changes:
-            e.set(attr, _s(changes[attr]))
-    if "welcomed_at" in changes:
-        e.set("welcomed_at", _when(changes["welcomed_at"]))
-    e.set("updated_at", _s(_ts(at)))
-    e.add("version", 1)
-    return e
 
 
 def _reasons(exc: ClientError) -> list[str]:
@@ -220,7 +94,7 @@ class DynamoDBStore:
     async def ping(self) -> None:
         db = self._db
         try:
-            await self._call(lambda: db.get_item(TableName=self.table, Key=_key("PING", "ping")))
+            await self._call(lambda: db.get_item(TableName=self.table, Key=key("PING", "ping")))
         except ClientError as exc:
             raise Unavailable("store", f"store: {exc}") from exc
 
@@ -258,10 +132,10 @@ class DynamoDBStore:
         raise Unavailable("store", "store: transactions kept conflicting; try again")
 
     async def create_user(self, user: UserRecord) -> UserRecord:
-        email: Item = {**_key("EMAIL", user.email), "user_id": _s(user.id)}
+        email: Item = {**key("EMAIL", user.email), "user_id": string(user.id)}
         failed = await self._transact(
             [
-                _put_new(self.table, _user_item(user)),
+                _put_new(self.table, user_item(user)),
                 _put_new(self.table, email),
             ]
         )
@@ -272,12 +146,12 @@ class DynamoDBStore:
         raise AlreadyExists("email is already registered", field="email") from failed
 
     async def get_user(self, user_id: str) -> UserRecord | None:
-        db, key = self._db, _key("USER", user_id)
+        db, item_key = self._db, key("USER", user_id)
         answer = await self._call(
-            lambda: db.get_item(TableName=self.table, Key=key, ConsistentRead=True)
+            lambda: db.get_item(TableName=self.table, Key=item_key, ConsistentRead=True)
         )
         item = answer.get("Item")
-        return None if item is None else _user(item)
+        return None if item is None else user_of(item)
 
     async def list_users(self, *, limit: int, after: str | None = None) -> Page[UserRecord]:
         # A Query on gsi1 (gsi1pk=USERS, gsi1sk=id): ids are UUIDv7, so sort order is creation
@@ -286,11 +160,11 @@ class DynamoDBStore:
             "TableName": self.table,
             "IndexName": "gsi1",
             "KeyConditionExpression": "gsi1pk = :users",
-            "ExpressionAttributeValues": {":users": _s(_USERS)},
+            "ExpressionAttributeValues": {":users": string(USERS)},
         }
         if after:
             query["KeyConditionExpression"] += " AND gsi1sk > :after"
-            query["ExpressionAttributeValues"][":after"] = _s(after)
+            query["ExpressionAttributeValues"][":after"] = string(after)
         items: list[Item] = []
         while len(items) <= limit:  # one more than asked says whether a next page exists
             answer = await self._call(
@@ -300,7 +174,7 @@ class DynamoDBStore:
             if "LastEvaluatedKey" not in answer:  # a 1 MB page can stop short of Limit
                 break
             query["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
-        users = [_user(item) for item in items[:limit]]
+        users = [user_of(item) for item in items[:limit]]
         more = len(items) > limit and users
         return Page(items=users, next_token=users[-1].id if more else None)
 
@@ -331,16 +205,16 @@ class DynamoDBStore:
     async def _update_user(
         self, user_id: str, changes: UserChanges, at: datetime, expected_version: int | None
     ) -> UserRecord:
-        db, e = self._db, _user_update(changes, at)
+        db, e = self._db, user_update(changes, at)
         condition = "attribute_exists(pk)"
         if expected_version is not None:
             condition += f" AND {e.name('version')} = :expected"
-            e.values[":expected"] = _n(expected_version)
+            e.values[":expected"] = number(expected_version)
         try:
             answer = await self._call(
                 lambda: db.update_item(
                     TableName=self.table,
-                    Key=_key("USER", user_id),
+                    Key=key("USER", user_id),
                     UpdateExpression=e.update,
                     ConditionExpression=condition,
                     ExpressionAttributeNames=e.names,
@@ -358,7 +232,7 @@ class DynamoDBStore:
                 raise NotFound(f"user {user_id}") from exc
             message = f"user {user_id} changed since version {expected_version}"
             raise VersionConflict(message) from exc
-        return _user(answer["Attributes"])
+        return user_of(answer["Attributes"])
 
     async def _change_email(
         self, current: UserRecord, changes: UserChanges, at: datetime
@@ -369,15 +243,15 @@ class DynamoDBStore:
                 return await self._update_user(current.id, changes, at, current.version)
             except VersionConflict:
                 return None
-        e = _user_update(changes, at)
-        e.values[":read"] = _n(current.version)
-        new_email: Item = {**_key("EMAIL", changes["email"]), "user_id": _s(current.id)}
+        e = user_update(changes, at)
+        e.values[":read"] = number(current.version)
+        new_email: Item = {**key("EMAIL", changes["email"]), "user_id": string(current.id)}
         failed = await self._transact(
             [
                 {
                     "Update": {
                         "TableName": self.table,
-                        "Key": _key("USER", current.id),
+                        "Key": key("USER", current.id),
                         "UpdateExpression": e.update,
                         "ConditionExpression": f"{e.name('version')} = :read",
                         "ExpressionAttributeNames": e.names,
@@ -402,10 +276,10 @@ class DynamoDBStore:
             delete_user: TransactWriteItemTypeDef = {
                 "Delete": {
                     "TableName": self.table,
-                    "Key": _key("USER", user_id),
+                    "Key": key("USER", user_id),
                     "ConditionExpression": "#version = :read",
                     "ExpressionAttributeNames": {"#version": "version"},
-                    "ExpressionAttributeValues": {":read": _n(current.version)},
+                    "ExpressionAttributeValues": {":read": number(current.version)},
                 }
             }
             if await self._transact([delete_user, _release_email(self.table, current)]) is None:
@@ -413,7 +287,7 @@ class DynamoDBStore:
         raise Unavailable("store", f"store: user {user_id} kept changing; try again")
 
     async def create_job(self, job: JobRecord) -> JobRecord:
-        db, item = self._db, _job_item(job)
+        db, item = self._db, job_item(job)
         try:
             await self._call(
                 lambda: db.put_item(TableName=self.table, Item=item, ConditionExpression=_ABSENT)
@@ -425,23 +299,23 @@ class DynamoDBStore:
         return job
 
     async def get_job(self, job_id: str) -> JobRecord | None:
-        db, key = self._db, _key("JOB", job_id)
+        db, item_key = self._db, key("JOB", job_id)
         answer = await self._call(
-            lambda: db.get_item(TableName=self.table, Key=key, ConsistentRead=True)
+            lambda: db.get_item(TableName=self.table, Key=item_key, ConsistentRead=True)
         )
         item = answer.get("Item")
-        return None if item is None else _job(item)
+        return None if item is None else job_of(item)
 
     async def claim_job(
         self, job_id: str, *, now: datetime, lease_until: datetime
     ) -> JobRecord | None:
-        e = _Expression(now=_s(_ts(now)), **{s.value: _s(s.value) for s in CLAIMABLE})
-        e.values[":running"] = _s(JobStatus.RUNNING.value)
-        e.set("status", _s(JobStatus.RUNNING.value))
+        e = Expression(now=string(timestamp(now)), **{s.value: string(s.value) for s in CLAIMABLE})
+        e.values[":running"] = string(JobStatus.RUNNING.value)
+        e.set("status", string(JobStatus.RUNNING.value))
         e.add("attempts", 1)
         for attr in ("started_at", "updated_at"):
-            e.set(attr, _s(_ts(now)))
-        e.set("lease_until", _s(_ts(lease_until)))
+            e.set(attr, string(timestamp(now)))
+        e.set("lease_until", string(timestamp(lease_until)))
         e.set("error", None)
         status, lease = e.name("status"), e.name("lease_until")
         claimable = ", ".join(sorted(f":{s.value}" for s in CLAIMABLE))
@@ -462,23 +336,23 @@ class DynamoDBStore:
         result: dict[str, object] | None = None,
         error: str | None = None,
     ) -> JobRecord | None:
-        e = _Expression(running=_s(JobStatus.RUNNING.value), attempt=_n(attempt))
-        e.set("status", _s(status.value))
+        e = Expression(running=string(JobStatus.RUNNING.value), attempt=number(attempt))
+        e.set("status", string(status.value))
         for attr in ("finished_at", "updated_at"):
-            e.set(attr, _s(_ts(at)))
+            e.set(attr, string(timestamp(at)))
         e.set("lease_until", None)
-        e.set("result", None if result is None else _s(json.dumps(result)))
-        e.set("error", None if error is None else _s(error))
+        e.set("result", None if result is None else string(json.dumps(result)))
+        e.set("error", None if error is None else string(error))
         condition = f"{e.name('status')} = :running AND {e.name('attempts')} = :attempt"
         return await self._update_job(job_id, e, condition)
 
-    async def _update_job(self, job_id: str, e: _Expression, condition: str) -> JobRecord | None:
+    async def _update_job(self, job_id: str, e: Expression, condition: str) -> JobRecord | None:
         db = self._db
         try:
             answer = await self._call(
                 lambda: db.update_item(
                     TableName=self.table,
-                    Key=_key("JOB", job_id),
+                    Key=key("JOB", job_id),
                     UpdateExpression=e.update,
                     ConditionExpression=condition,
                     ExpressionAttributeNames=e.names,
@@ -490,11 +364,11 @@ class DynamoDBStore:
             if aws_clients.error_code(exc) != _CONDITION_FAILED:
                 raise
             return None
-        return _job(answer["Attributes"])
+        return job_of(answer["Attributes"])
 
     async def delete_job(self, job_id: str) -> None:
-        db, key = self._db, _key("JOB", job_id)
-        await self._call(lambda: db.delete_item(TableName=self.table, Key=key))
+        db, item_key = self._db, key("JOB", job_id)
+        await self._call(lambda: db.delete_item(TableName=self.table, Key=item_key))
 
 
 def _put_new(table: str, item: Item) -> TransactWriteItemTypeDef:
@@ -506,8 +380,8 @@ def _release_email(table: str, user: UserRecord) -> TransactWriteItemTypeDef:
     return {
         "Delete": {
             "TableName": table,
-            "Key": _key("EMAIL", user.email),
+            "Key": key("EMAIL", user.email),
             "ConditionExpression": "attribute_not_exists(pk) OR user_id = :owner",
-            "ExpressionAttributeValues": {":owner": _s(user.id)},
+            "ExpressionAttributeValues": {":owner": string(user.id)},
         }
     }
