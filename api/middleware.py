@@ -13,6 +13,14 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 _WELL_FORMED = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 
 
+def _platform_request_id(scope: Scope) -> str | None:
+    """API Gateway's own request id (Mangum passes the event as `aws.event`), so our logs,
+    Powertools' correlation id and API Gateway's access log name a request alike."""
+    context = (scope.get("aws.event") or {}).get("requestContext") or {}
+    value = context.get("requestId")
+    return value if isinstance(value, str) and _WELL_FORMED.match(value.encode()) else None
+
+
 class RequestIdMiddleware:
     """Accepts a well-formed `X-Request-ID` from the client or makes one, exposes it to handlers
     (`request.state.request_id`) and logs, and returns it on the response."""
@@ -24,7 +32,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = self._from_headers(scope) or uuid.uuid4().hex
+        request_id = self._from_headers(scope) or _platform_request_id(scope) or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         raw = request_id.encode()
 

@@ -16,7 +16,14 @@ import httpx
 import pytest
 from fastapi import Response
 
-from tests.support.lambda_events import KINDS, LambdaContext, LambdaResponse, invoker, sample
+from tests.support.lambda_events import (
+    KINDS,
+    LambdaContext,
+    LambdaResponse,
+    invoker,
+    parse_response,
+    sample,
+)
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z?")
@@ -203,3 +210,11 @@ def test_an_event_that_is_not_http_gets_a_clear_error(
 ) -> None:
     with pytest.raises(aws_http.UnsupportedEvent, match="expected an API Gateway"):
         aws_http.handler(event, LambdaContext())
+
+
+def test_api_gateways_request_id_names_the_request_when_the_client_sends_none(
+    aws_http: ModuleType,
+) -> None:
+    event = sample("http_v1_get_healthz.json")
+    response = parse_response("rest_v1", aws_http.handler(event, LambdaContext()))
+    assert response.header("x-request-id") == event["requestContext"]["requestId"]
