@@ -53,7 +53,13 @@ class UserUpdate(Strict):
         return self
 
 
-class User(BaseModel):
+class FromRecord(BaseModel):
+    """A response model read from a store record's attributes (records never leave as-is)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class User(FromRecord):
     id: str
     email: str
     name: str
@@ -64,15 +70,7 @@ class User(BaseModel):
 
     @classmethod
     def of(cls, record: UserRecord) -> User:
-        return cls(
-            id=record.id,
-            email=record.email,
-            name=record.name,
-            version=record.version,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            welcomed_at=record.welcomed_at,
-        )
+        return cls.model_validate(record)
 
 
 class UserPage(BaseModel):
@@ -87,7 +85,7 @@ class JobCreate(Strict):
     payload: dict[str, Any] = Field(default_factory=dict)
 
 
-class Job(BaseModel):
+class Job(FromRecord):
     id: str
     task: str
     status: JobStatus
@@ -102,19 +100,7 @@ class Job(BaseModel):
 
     @classmethod
     def of(cls, record: JobRecord) -> Job:
-        return cls(
-            id=record.id,
-            task=record.task,
-            status=record.status,
-            attempts=record.attempts,
-            payload=record.payload,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            started_at=record.started_at,
-            finished_at=record.finished_at,
-            result=record.result,
-            error=record.error,
-        )
+        return cls.model_validate(record)
 
 
 class ProblemDetail(BaseModel):

@@ -3,11 +3,8 @@ HTTP, the lifespan runs once per execution environment, and other events get a c
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import re
-import sys
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
@@ -24,6 +21,7 @@ from tests.support.lambda_events import (
     parse_response,
     sample,
 )
+from tests.support.lambda_module import lambda_module
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z?")
@@ -32,29 +30,17 @@ Send = Callable[..., LambdaResponse]
 
 @pytest.fixture(scope="module")
 def aws_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
-    saved = dict(os.environ)
     db = tmp_path_factory.mktemp("lambda") / "lambda.db"
-    os.environ.update(
-        DATABASE_URL=f"sqlite:///{db}",
-        POWERTOOLS_SERVICE_NAME="lambdarun-test",
-        POWERTOOLS_METRICS_NAMESPACE="lambdarun-test",
-    )
-    sys.modules.pop("handlers.aws_http", None)
-    module = importlib.import_module("handlers.aws_http")
+    with lambda_module("handlers.aws_http", DATABASE_URL=f"sqlite:///{db}") as module:
 
-    @module.app.get("/test/cookies-and-bytes", include_in_schema=False)
-    async def cookies_and_bytes() -> Response:
-        response = Response(bytes(range(256)), media_type="application/octet-stream")
-        response.set_cookie("a", "1")
-        response.set_cookie("b", "2")
-        return response
+        @module.app.get("/test/cookies-and-bytes", include_in_schema=False)
+        async def cookies_and_bytes() -> Response:
+            response = Response(bytes(range(256)), media_type="application/octet-stream")
+            response.set_cookie("a", "1")
+            response.set_cookie("b", "2")
+            return response
 
-    yield module
-    module.environment.stop()
-    module.environment.loop.close()
-    sys.modules.pop("handlers.aws_http", None)
-    os.environ.clear()
-    os.environ.update(saved)
+        yield module
 
 
 def direct(module: ModuleType) -> Send:

@@ -4,12 +4,8 @@ one in `batchItemFailures` and the rest succeed once; a SnapStart snapshot close
 from __future__ import annotations
 
 import asyncio
-import importlib
-import os
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -17,29 +13,19 @@ import pytest
 from adapters.records import JobMessage, JobRecord, JobStatus, UserRecord
 from api.ids import new_id
 from tests.support.lambda_events import LambdaContext
+from tests.support.lambda_module import lambda_module
 from tests.support.sqs_events import event, failures, job_record, record
 
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
-    saved = dict(os.environ)
     db = tmp_path_factory.mktemp("worker") / "worker.db"
-    os.environ.update(
+    with lambda_module(
+        "handlers.aws_worker",
         DATABASE_URL=f"sqlite:///{db}",
-        POWERTOOLS_SERVICE_NAME="lambdarun-test",
-        POWERTOOLS_METRICS_NAMESPACE="lambdarun-test",
-        # Set by the Lambda runtime; Powertools' batch processor then runs on the handler's loop.
-        LAMBDA_TASK_ROOT=str(Path(__file__).resolve().parents[2]),
         AWS_LAMBDA_INITIALIZATION_TYPE="snap-start",
-    )
-    sys.modules.pop("handlers.aws_worker", None)
-    module = importlib.import_module("handlers.aws_worker")
-    yield module
-    module.environment.stop()
-    module.environment.loop.close()
-    sys.modules.pop("handlers.aws_worker", None)
-    os.environ.clear()
-    os.environ.update(saved)
+    ) as module:
+        yield module
 
 
 def submit(worker: ModuleType, task: str, payload: dict[str, object]) -> JobMessage:
