@@ -6,14 +6,19 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from adapters.records import JobRecord, JobStatus, UserRecord
 
 # Shape only, as most services check: deliverability needs a mail round trip anyway.
 # (pydantic's EmailStr would pull in email-validator and dnspython for the same answer.)
-EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s.\x00-\x1f\x7f]+(\.[^@\s.\x00-\x1f\x7f]+)+$"
+# Explicit ranges rather than \s, which Python and the JSON Schema (ECMA) dialect read
+# differently: no ASCII space, no C0 or C1 control characters.
+EMAIL_PATTERN = (
+    r"^[^@\x00-\x20\x7f-\x9f]{1,64}@[^@.\x00-\x20\x7f-\x9f]+(\.[^@.\x00-\x20\x7f-\x9f]+)+$"
+)
 # No control characters: they break logs and terminals, and Postgres refuses NUL in text.
-PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]+$"
 
 
 def _lower(value: str) -> str:
@@ -40,16 +45,21 @@ class UserCreate(Strict):
 
 
 class UserUpdate(Strict):
-    email: Email | None = None
-    name: Name | None = None
+    """A merge patch: the fields given change, absent ones stay; null is not a value of either
+    (None here only means absent, so the schema leaves it out)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    email: Email | SkipJsonSchema[None] = None
+    name: Name | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _something_to_change(self) -> UserUpdate:
         if not self.model_fields_set:
             raise ValueError("give at least one field to change: email, name")
-        for name in self.model_fields_set:
-            if getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
+        for field in sorted(self.model_fields_set):
+            if getattr(self, field) is None:
+                raise ValueError(f"{field} cannot be null")
         return self
 
 

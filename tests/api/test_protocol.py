@@ -144,3 +144,15 @@ async def test_when_the_queue_is_down_submissions_are_503_and_leave_nothing_behi
     ready = await client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["queue"] == "connection refused"
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [("/v1/users", "GET, POST"), ("/v1/users/x", "DELETE, GET, PATCH"), ("/v1/jobs", "POST")],
+)
+async def test_a_405_lists_every_method_the_path_serves(
+    client: httpx.AsyncClient, path: str, allowed: str
+) -> None:
+    response = await client.request("PUT", path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
