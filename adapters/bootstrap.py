@@ -11,6 +11,7 @@ from adapters.errors import ConfigurationError, Unavailable
 
 if TYPE_CHECKING:
     from adapters.ports import Cache, Queue, RateLimiter, Resource, Store
+    from adapters.pubsub_push_verifier import PubSubPushVerifier
 
 # The URL schemes each setting accepts; settings validation reads these so the
 # two lists cannot drift apart.
@@ -60,6 +61,10 @@ def build_queue(url: str, options: AdapterOptions) -> Queue:
         from adapters.inprocess_queue import InProcessQueue
 
         return InProcessQueue(max_attempts=options.job_max_attempts)
+    if scheme == "pubsub":
+        from adapters.pubsub_queue import PubSubQueue
+
+        return PubSubQueue(url, timeout=options.io_timeout)
     if scheme in {"http", "https"}:
         from adapters.sqs_queue import SqsQueue
 
@@ -161,3 +166,12 @@ def build_adapters(
         cache=build_cache(cache_url, options),
         rate_limiter=build_rate_limiter(rate_limit_url, options),
     )
+
+
+def build_push_verifier(
+    *, audience: str, service_account: str | None, timeout: float
+) -> PubSubPushVerifier:
+    """The Pub/Sub push token check (google-auth is imported on its first use)."""
+    from adapters.pubsub_push_verifier import PubSubPushVerifier
+
+    return PubSubPushVerifier(audience=audience, service_account=service_account, timeout=timeout)

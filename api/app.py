@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.cloud_logging import TraceContextMiddleware
 from api.errors import install_error_handlers
 from api.logs import configure_logging
 from api.middleware import RequestIdMiddleware
@@ -50,6 +51,17 @@ def create_app(
     # Added last runs first: the request id exists before a 429 is written.
     app.add_middleware(RateLimitMiddleware, runtime=runtime)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(TraceContextMiddleware)
     app.include_router(health.router)
     app.include_router(v1.router)
+    if settings.pubsub_push_audience:
+        from adapters.bootstrap import build_push_verifier
+        from api import pubsub_push
+
+        verifier = build_push_verifier(
+            audience=settings.pubsub_push_audience,
+            service_account=settings.pubsub_push_service_account,
+            timeout=settings.io_timeout,
+        )
+        app.include_router(pubsub_push.build_router(verifier))
     return app

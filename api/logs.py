@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 
+from api import cloud_logging
 from api.middleware import request_id_var
 
 
@@ -37,7 +38,9 @@ def configure_logging(level: str, *, json_lines: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler._lambdarun = True  # type: ignore[attr-defined]
     handler.addFilter(_RequestIdFilter())
-    if json_lines:
+    if cloud_logging.on_cloud_run():
+        cloud_logging.install(handler)
+    elif json_lines:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(

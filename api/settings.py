@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     # instance of a deployment must share it.
     cursor_secret: SecretStr = SecretStr(DEV_CURSOR_SECRET)
     rate_limit: str | None = None  # e.g. "100/minute"; unset means no limit
+    # Pub/Sub push into this service (POST /internal/pubsub/push): on when an audience is set;
+    # every push must then carry a Google-signed OIDC token for it, from this account if given.
+    pubsub_push_audience: str | None = None
+    pubsub_push_service_account: str | None = None
 
     cache_ttl_seconds: Annotated[int, Field(ge=1, le=86400)] = 30
     job_lease_seconds: Annotated[int, Field(ge=1, le=43200)] = 300

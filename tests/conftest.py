@@ -17,6 +17,15 @@ SETTING_NAMES = (
     "CURSOR_SECRET",
     "LOG_LEVEL",
     "PORT",
+    "PUBSUB_PUSH_AUDIENCE",
+    "PUBSUB_PUSH_SERVICE_ACCOUNT",
+    # Cloud Run and Google SDK conventions the Cloud Run code reads
+    "K_SERVICE",
+    "GOOGLE_CLOUD_PROJECT",
+    "GCLOUD_PROJECT",
+    "GCP_PROJECT",
+    "PUBSUB_EMULATOR_HOST",
+    "GCE_METADATA_HOST",
 )
 
 

