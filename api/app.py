@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.cloud_logging import TraceContextMiddleware
+from api.cloud_logging import TraceContextMiddleware, on_cloud_run
 from api.errors import install_error_handlers
 from api.logs import configure_logging
 from api.middleware import RequestIdMiddleware
@@ -48,10 +48,13 @@ def create_app(
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    # Added last runs first: the request id exists before a 429 is written.
-    app.add_middleware(RateLimitMiddleware, runtime=runtime)
+    # Added last runs first: the request id exists before a 429 is written. Each layer costs
+    # on every request, so those with nothing to do in this configuration are left out.
+    if settings.rate_limit:
+        app.add_middleware(RateLimitMiddleware, runtime=runtime)
     app.add_middleware(RequestIdMiddleware)
-    app.add_middleware(TraceContextMiddleware)
+    if on_cloud_run():  # only Cloud Logging reads the trace context
+        app.add_middleware(TraceContextMiddleware)
     app.include_router(health.router)
     app.include_router(v1.router)
     if settings.pubsub_push_audience:

@@ -48,17 +48,18 @@ def problem_type(slug: str) -> str:
 
 
 def problem_response(problem: Problem, request: Request) -> JSONResponse:
+    """The problem as a response. Its `X-Request-ID` header is the middleware's to add."""
     body: dict[str, Any] = {"type": problem.type, "title": problem.title, "status": problem.status}
     if problem.detail:
         body["detail"] = problem.detail
     body["instance"] = request.url.path
     body.update(problem.extensions)
-    headers = dict(problem.headers)
     request_id = request.scope.get("state", {}).get("request_id")
     if request_id:
         body["request_id"] = request_id
-        headers["X-Request-ID"] = request_id
-    return JSONResponse(body, status_code=problem.status, headers=headers, media_type=PROBLEM_JSON)
+    return JSONResponse(
+        body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_JSON
+    )
 
 
 def _validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
@@ -147,7 +148,12 @@ async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem_response(Problem(500, "An unexpected error occurred."), request)
+    response = problem_response(Problem(500, "An unexpected error occurred."), request)
+    # Starlette answers unhandled errors outermost, past the request-id middleware.
+    request_id = request.scope.get("state", {}).get("request_id")
+    if request_id:
+        response.headers["X-Request-ID"] = request_id
+    return response
 
 
 def install_error_handlers(app: FastAPI) -> None:

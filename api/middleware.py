@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,15 +32,16 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = self._from_headers(scope) or _platform_request_id(scope) or uuid.uuid4().hex
+        request_id = (
+            self._from_headers(scope) or _platform_request_id(scope) or os.urandom(16).hex()
+        )
         scope.setdefault("state", {})["request_id"] = request_id
         raw = request_id.encode()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
-                headers.append((b"x-request-id", raw))
-                message["headers"] = headers
+                # Responses from inside never set it themselves (api/errors.py leaves it here).
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", raw)]
             await send(message)
 
         token = request_id_var.set(request_id)
