@@ -12,10 +12,12 @@ import pytest
 from adapters.inprocess_queue import InProcessQueue
 from adapters.messages import decode_body
 from adapters.ports import Disposition, Queue
+from adapters.pubsub_queue import PubSubQueue
 from adapters.records import JobMessage
 from adapters.sqs_queue import SqsQueue
 from api.ids import new_id
 from tests.support.moto_server import aws_env, create_queue, moto_server, sqs_client
+from tests.support.pubsub import QUEUE_URL, running_fake_pubsub
 
 __all__ = ["aws_env", "moto_server"]  # fixtures the SQS variant asks for by name
 
@@ -84,7 +86,26 @@ async def sqs_delivery(request: pytest.FixtureRequest) -> AsyncIterator[Delivery
         await queue.close()
 
 
-DELIVERIES = {"inprocess": inprocess_delivery, "sqs": sqs_delivery}
+async def pubsub_delivery(request: pytest.FixtureRequest) -> AsyncIterator[Delivery]:
+    with running_fake_pubsub() as fake:
+
+        async def received(count: int) -> list[JobMessage]:
+            published = await asyncio.to_thread(fake.wait_for, count)
+            # Pub/Sub carries the job id as an attribute too, for subscription filters.
+            return [
+                decode_body(p.data, {k: v for k, v in p.attributes.items() if k != "job_id"})
+                for p in published
+            ]
+
+        queue = PubSubQueue(QUEUE_URL, timeout=5.0, environ={"PUBSUB_EMULATOR_HOST": fake.host})
+        await queue.open()
+        try:
+            yield Delivery(queue, received)
+        finally:
+            await queue.close()
+
+
+DELIVERIES = {"inprocess": inprocess_delivery, "sqs": sqs_delivery, "pubsub": pubsub_delivery}
 
 
 @pytest.fixture(params=sorted(DELIVERIES))
