@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 # aws-sam-cli pins its own boto3, so it and cfn-lint live in an environment of their own.
 SAM_TOOLS := .tools/sam
 SAM_TOOLS_STAMP := $(SAM_TOOLS)/.installed
+# checkov pins half of its dependency tree exactly: an environment of its own as well.
+CHECKOV_TOOLS := .tools/checkov
+CHECKOV_TOOLS_STAMP := $(CHECKOV_TOOLS)/.installed
 
 .PHONY: dev test lint typecheck pytest tools clean help
 
@@ -29,7 +32,13 @@ $(SAM_TOOLS_STAMP):
 	$(SAM_TOOLS)/bin/python -m pip install --quiet 'aws-sam-cli>=1.120' 'cfn-lint>=1.20' cfn-lint-serverless
 	touch $@
 
-tools: $(SAM_TOOLS_STAMP)  ## install aws-sam-cli and cfn-lint in .tools/sam
+$(CHECKOV_TOOLS_STAMP):
+	$(PYTHON) -m venv $(CHECKOV_TOOLS)
+	$(CHECKOV_TOOLS)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_TOOLS)/bin/python -m pip install --quiet 'checkov>=3.2,<4'
+	touch $@
+
+tools: $(SAM_TOOLS_STAMP) $(CHECKOV_TOOLS_STAMP)  ## install aws-sam-cli, cfn-lint (.tools/sam) and checkov (.tools/checkov)
 
 dev: $(STAMP)  ## serve the API on http://127.0.0.1:8000 (PORT overrides) with embedded defaults
 	$(BIN)/lambdarun dev
@@ -43,7 +52,7 @@ lint: $(STAMP)  ## ruff
 typecheck: $(STAMP)  ## mypy --strict
 	$(BIN)/mypy
 
-pytest: $(STAMP) $(SAM_TOOLS_STAMP)  ## the test suite (PYTEST_ARGS adds options)
+pytest: $(STAMP) $(SAM_TOOLS_STAMP) $(CHECKOV_TOOLS_STAMP)  ## the test suite (PYTEST_ARGS adds options)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:  ## remove the virtualenv and local data

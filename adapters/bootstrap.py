@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from adapters.errors import ConfigurationError, Unavailable
 
 if TYPE_CHECKING:
-    from adapters.ports import Cache, Queue, RateLimiter, Resource, Store
+    from adapters.ports import Cache, IdempotencyStore, Queue, RateLimiter, Resource, Store
     from adapters.pubsub_push_verifier import PubSubPushVerifier
 
 # The URL schemes each setting accepts; settings validation reads these so the
@@ -53,6 +53,34 @@ def build_store(url: str, options: AdapterOptions) -> Store:
 
         return DynamoDBStore.from_url(url, timeout=options.io_timeout)
     raise ConfigurationError(f"DATABASE_URL: no store for scheme {scheme!r} in this build")
+
+
+def build_idempotency_store(url: str, store: Store) -> IdempotencyStore:
+    """The idempotency records that live beside `store` (built from the same DATABASE_URL)."""
+    scheme = scheme_of(url)
+    if scheme == "memory":
+        from adapters.memory_idempotency import MemoryIdempotencyStore
+
+        return MemoryIdempotencyStore()
+    if scheme == "sqlite":
+        from adapters.sqlite_idempotency import SqliteIdempotencyStore
+        from adapters.sqlite_store import SqliteStore
+
+        assert isinstance(store, SqliteStore)  # noqa: S101 - built from the same URL
+        return SqliteIdempotencyStore(store)
+    if scheme in {"postgresql", "postgres"}:
+        from adapters.postgres_idempotency import PostgresIdempotencyStore
+        from adapters.postgres_store import PostgresStore
+
+        assert isinstance(store, PostgresStore)  # noqa: S101
+        return PostgresIdempotencyStore(store)
+    if scheme == "dynamodb":
+        from adapters.dynamodb_idempotency import DynamoDBIdempotencyStore
+        from adapters.dynamodb_store import DynamoDBStore
+
+        assert isinstance(store, DynamoDBStore)  # noqa: S101
+        return DynamoDBIdempotencyStore(store)
+    raise ConfigurationError(f"DATABASE_URL: no idempotency records for scheme {scheme!r}")
 
 
 def build_queue(url: str, options: AdapterOptions) -> Queue:

@@ -91,6 +91,7 @@ def job_item(job: JobRecord) -> Item:
         "lease_until": when(job.lease_until),
         "result": None if job.result is None else string(json.dumps(job.result)),
         "error": None if job.error is None else string(job.error),
+        "owner": None if job.owner is None else string(job.owner),
     }
     return {k: v for k, v in values.items() if v is not None}
 
@@ -110,6 +111,7 @@ def job_of(item: Item) -> JobRecord:
         lease_until=read_time(item, "lease_until"),
         result=None if result is None else json.loads(result),
         error=read(item, "error"),
+        owner=read(item, "owner"),
     )
 
 

@@ -8,7 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypedDict, runtime_checkable
 
-from adapters.records import JobMessage, JobRecord, JobStatus, Page, UserRecord
+from adapters.records import (
+    IdempotencyRecord,
+    JobMessage,
+    JobRecord,
+    JobStatus,
+    Page,
+    StoredResponse,
+    UserRecord,
+)
 
 
 class Resource(Protocol):
@@ -135,3 +143,23 @@ class RateLimiter(Resource, Protocol):
 
     async def hit(self, key: str, *, limit: int, window: int) -> RateLimitResult:
         """Count one hit for `key` and say whether it is within `limit` per `window` seconds."""
+
+
+class IdempotencyStore(Protocol):
+    """Idempotency-Key records, kept in the store's own database (so every instance sees them)
+    and over the store's connections: opened, checked and closed with the store."""
+
+    async def claim(self, record: IdempotencyRecord, *, now: datetime) -> IdempotencyRecord | None:
+        """Insert the in-progress `record` unless a live record (`records.idempotency_live`)
+        holds its key, in one conditional write; None when inserted, else the live record."""
+
+    async def complete(
+        self, key: str, *, token: str, response: StoredResponse, expires_at: datetime
+    ) -> bool:
+        """Keep `response` on the record `token` claimed; False if that claim no longer holds."""
+
+    async def release(self, key: str, *, token: str) -> None:
+        """Delete the record `token` claimed, if it still holds it, so a retry may run."""
+
+    async def purge(self, *, now: datetime, limit: int) -> int:
+        """Delete up to `limit` expired records; returns how many went."""

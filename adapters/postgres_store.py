@@ -96,6 +96,7 @@ def _job(row: asyncpg.Record) -> JobRecord:
         lease_until=row["lease_until"],
         result=None if row["result"] is None else json.loads(row["result"]),
         error=row["error"],
+        owner=row["owner"],
     )
 
 
@@ -177,7 +178,7 @@ class PostgresStore:
         except asyncpg.UniqueViolationError as exc:
             field, message = _UNIQUE.get(exc.constraint_name or "", ("id", "already exists"))
             raise AlreadyExists(message, field=field) from exc
-        except asyncpg.UndefinedTableError as exc:
+        except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
             raise Unavailable("store", f"PostgreSQL: {exc}; run `lambdarun db upgrade`") from exc
         except UNAVAILABLE_ERRORS as exc:
             raise Unavailable("store", f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
@@ -249,8 +250,8 @@ class PostgresStore:
     async def create_job(self, job: JobRecord) -> JobRecord:
         await self._fetchrow(
             "INSERT INTO jobs (id, task, payload, status, created_at, updated_at, attempts,"
-            " started_at, finished_at, lease_until, result, error)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            " started_at, finished_at, lease_until, result, error, owner)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             job.id,
             job.task,
             _json(job.payload),
@@ -263,6 +264,7 @@ class PostgresStore:
             job.lease_until,
             _json(job.result),
             job.error,
+            job.owner,
         )
         return job
 

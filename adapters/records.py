@@ -48,6 +48,9 @@ class JobRecord:
     lease_until: datetime | None = None
     result: dict[str, Any] | None = None
     error: str | None = None
+    # The submitter's subject (the token's `sub`); None when AUTH=off. Only the owner, or a
+    # holder of jobs:admin, may read the job.
+    owner: str | None = None
 
     def replace(self, **changes: Any) -> JobRecord:
         return dataclasses.replace(self, **changes)
@@ -80,3 +83,31 @@ def can_claim(job: JobRecord, now: datetime) -> bool:
     if job.status in CLAIMABLE:
         return True
     return job.status is JobStatus.RUNNING and job.lease_until is not None and job.lease_until < now
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """An HTTP answer kept for an Idempotency-Key: status, the app's own headers, body."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """One Idempotency-Key of one caller: in progress (no response yet) under `token` until
+    `locked_until`, then complete; gone at `expires_at`."""
+
+    key: str  # a hash of the caller and the client's key
+    fingerprint: str  # a hash of the request it was first used with
+    token: str  # which claim holds it
+    expires_at: datetime
+    locked_until: datetime
+    response: StoredResponse | None = None
+
+
+def idempotency_live(record: IdempotencyRecord, now: datetime) -> bool:
+    """The rule every idempotency store enforces in its conditional insert: a record holds its
+    key until it expires, and while in progress only until its lock passes (its request died)."""
+    return record.expires_at > now and (record.response is not None or record.locked_until > now)

@@ -37,9 +37,24 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at TEXT,
     lease_until TEXT,
     result      TEXT,
-    error       TEXT
+    error       TEXT,
+    owner       TEXT
+);
+-- Idempotency-Key records (adapters/sqlite_idempotency.py); status NULL while in progress.
+CREATE TABLE IF NOT EXISTS idempotency (
+    key          TEXT PRIMARY KEY,
+    fingerprint  TEXT NOT NULL,
+    token        TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    locked_until TEXT NOT NULL,
+    status       INTEGER,
+    headers      TEXT,
+    body         BLOB
 );
 """
+# Columns added after their table was first made. CREATE TABLE IF NOT EXISTS leaves an existing
+# development database as it is, so open() adds them there.
+_ADDED_COLUMNS = (("jobs", "owner", "TEXT"),)
 _USER_COLUMNS = ("email", "name", "welcomed_at")
 # The claim rule of records.can_claim, as one conditional write.
 _CLAIM_SQL = (
@@ -85,7 +100,22 @@ def _job(row: sqlite3.Row) -> JobRecord:
         lease_until=_dt(row["lease_until"]),
         result=None if row["result"] is None else json.loads(row["result"]),
         error=row["error"],
+        owner=row["owner"],
     )
+
+
+async def _add_columns(db: aiosqlite.Connection) -> None:
+    for table, column, kind in _ADDED_COLUMNS:
+        # Names from the fixed _ADDED_COLUMNS, never from input.
+        async with db.execute(f"PRAGMA table_info({table})") as cursor:
+            present = {row["name"] for row in await cursor.fetchall()}
+        if column in present:
+            continue
+        try:
+            await db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # else another process added it just now
+                raise
 
 
 class SqliteStore:
@@ -110,6 +140,7 @@ class SqliteStore:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA busy_timeout=5000")
             await db.executescript(_SCHEMA)
+            await _add_columns(db)
         except sqlite3.Error as exc:
             raise Unavailable("store", f"cannot open SQLite database {self.path}: {exc}") from exc
         self._db = db
@@ -208,7 +239,9 @@ class SqliteStore:
     async def create_job(self, job: JobRecord) -> JobRecord:
         try:
             await self._fetchone(
-                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, task, payload, status, created_at, updated_at, attempts,"
+                " started_at, finished_at, lease_until, result, error, owner)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 job.id,
                 job.task,
                 json.dumps(job.payload),
@@ -221,6 +254,7 @@ class SqliteStore:
                 _ts(job.lease_until),
                 None if job.result is None else json.dumps(job.result),
                 job.error,
+                job.owner,
             )
         except sqlite3.IntegrityError as exc:
             raise AlreadyExists(f"job {job.id} exists", field="id") from exc

@@ -7,13 +7,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api import idempotency
+from api.auth import check_auth_allowed, document_auth, install_bearer_auth
 from api.cloud_logging import TraceContextMiddleware, on_cloud_run
 from api.errors import install_error_handlers
+from api.limits import LimitsMiddleware
 from api.logs import configure_logging
 from api.middleware import RequestIdMiddleware
 from api.rate_limit import RateLimitMiddleware
 from api.routes import health, v1
+from api.routes.problems import problems
 from api.runtime import Runtime
+from api.security_headers import SecurityHeadersMiddleware, add_cors, cover_unhandled_errors
 from api.settings import Settings, load_settings
 from api.tasks.registry import TaskRegistry
 
@@ -28,6 +33,7 @@ def create_app(
     per process or Lambda execution environment. `configure_logs=False` leaves logging to the
     caller (the Lambda handlers use Powertools)."""
     settings = settings or load_settings()
+    check_auth_allowed(settings)
     if configure_logs:
         configure_logging(settings.log_level, json_lines=settings.stage != "local")
     runtime = Runtime.build(settings, registry)
@@ -45,13 +51,34 @@ def create_app(
         version="1.0.0",
         summary="One FastAPI app for a laptop, AWS Lambda and Google Cloud Run.",
         lifespan=lifespan,
+        # Any request may meet the size limits (api/limits.py).
+        responses=problems(413, 414, 431),
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    cover_unhandled_errors(app, settings)
+    idempotency.install(app, runtime)  # innermost: it sees the subject authentication found
     # Added last runs first: the request id exists before a 429 is written. Each layer costs
     # on every request, so those with nothing to do in this configuration are left out.
     if settings.rate_limit:
         app.add_middleware(RateLimitMiddleware, runtime=runtime)
+    if settings.auth == "jwt":  # before the limiter, which counts per subject it finds
+        install_bearer_auth(app, settings)
+    document_auth(app, enabled=settings.auth == "jwt")
+    # Size limits before anything reads a token or a body; CORS outside them and outside
+    # authentication (a preflight carries no token, and a 401 or 413 must be readable by the
+    # page); security headers on everything these answer.
+    app.add_middleware(
+        LimitsMiddleware,
+        max_body=settings.max_body_bytes,
+        max_url=settings.max_url_bytes,
+        max_headers=settings.max_header_bytes,
+    )
+    add_cors(app, settings)
+    docs = frozenset(
+        p for p in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p
+    )
+    app.add_middleware(SecurityHeadersMiddleware, settings=settings, docs_paths=docs)
     app.add_middleware(RequestIdMiddleware)
     if on_cloud_run():  # only Cloud Logging reads the trace context
         app.add_middleware(TraceContextMiddleware)

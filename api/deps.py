@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from adapters.ports import Cache, Queue, Store
+from api.auth import Principal, require
 from api.jobs.runner import utcnow
 from api.runtime import Runtime
 from api.settings import Settings
@@ -60,3 +61,5 @@ CacheDep = Annotated[Cache, Depends(get_cache)]
 RegistryDep = Annotated[TaskRegistry, Depends(get_registry)]
 NowDep = Annotated[datetime, Depends(get_now)]
 TraceDep = Annotated[dict[str, str], Depends(get_trace_attributes)]
+# The caller's principal: a valid token is required (401), None when AUTH=off.
+CallerDep = Annotated[Principal | None, require()]

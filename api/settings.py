@@ -4,9 +4,17 @@ their own."""
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.bootstrap import (
@@ -20,10 +28,23 @@ from adapters.bootstrap import (
 DEV_CURSOR_SECRET = "lambdarun-local-development-only"  # noqa: S105 - a known dev default
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
 _PERIOD_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
+# Asymmetric signatures only: "none" proves nothing, and an HS* token would be checked with the
+# issuer's public key as its HMAC secret, which anyone can fetch (docs/auth.md).
+JWT_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+# Where AUTH=off may serve: a laptop and the test suite, never a deployment (api/auth.py).
+OPEN_STAGES = frozenset({"local", "test"})
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class SettingsError(ValueError):
     """A setting has a value the app cannot start with; the message names the setting."""
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
 def _check_scheme(value: str, allowed: frozenset[str], setting: str) -> str:
@@ -55,6 +76,14 @@ class Settings(BaseSettings):
     # every push must then carry a Google-signed OIDC token for it, from this account if given.
     pubsub_push_audience: str | None = None
     pubsub_push_service_account: str | None = None
+    # Bearer tokens on /v1 (docs/auth.md): OAuth2 access tokens as JWTs, checked against the
+    # issuer's JWKS. "off" lets everyone in and is refused outside OPEN_STAGES.
+    auth: Literal["jwt", "off"] = "off"
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_algorithms: str = "RS256,ES256"  # comma-separated, a subset of JWT_ALGORITHMS
+    jwt_leeway_seconds: Annotated[int, Field(ge=0, le=300)] = 30  # clock skew on exp, nbf, iat
 
     cache_ttl_seconds: Annotated[int, Field(ge=1, le=86400)] = 30
     job_lease_seconds: Annotated[int, Field(ge=1, le=43200)] = 300
@@ -62,6 +91,19 @@ class Settings(BaseSettings):
     readiness_timeout: Annotated[float, Field(gt=0, le=30)] = 2.0
     db_pool_max: Annotated[int, Field(ge=1, le=100)] = 5
     io_timeout: Annotated[float, Field(gt=0, le=30)] = 2.0
+
+    # Abuse limits (docs/limits.md). A job payload stays well under SQS's 256 KiB message.
+    max_body_bytes: Annotated[int, Field(ge=1024, le=10 * 1024 * 1024)] = 64 * 1024
+    max_job_payload_bytes: Annotated[int, Field(ge=256, le=240 * 1024)] = 32 * 1024
+    max_url_bytes: Annotated[int, Field(ge=256, le=65536)] = 8192
+    max_header_bytes: Annotated[int, Field(ge=1024, le=65536)] = 16 * 1024
+    # Browsers' cross-origin access: comma-separated origins ("https://app.example.com"), or *.
+    cors_origins: str = ""
+    cors_allow_credentials: bool = False
+    # Idempotency-Key records: kept this long; a claim whose request never finished (the
+    # instance died) blocks its key this long. Must exceed the longest request.
+    idempotency_ttl_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400
+    idempotency_lock_seconds: Annotated[int, Field(ge=1, le=900)] = 60
 
     @field_validator("database_url")
     @classmethod
@@ -90,6 +132,78 @@ class Settings(BaseSettings):
             raise ValueError("RATE_LIMIT must look like '100/minute' (second, minute, hour or day)")
         return value
 
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _auth(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("jwt_jwks_url", "jwt_issuer", "jwt_audience", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # A template parameter left empty arrives as "": the same as not set.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _jwt_jwks_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        loopback_http = parts.scheme == "http" and parts.hostname in _LOOPBACK
+        if not parts.hostname or not (parts.scheme == "https" or loopback_http):
+            raise ValueError("must be an https:// URL (http:// only on a loopback address)")
+        return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _jwt_algorithms(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        refused = sorted(set(names) - JWT_ALGORITHMS)
+        if not names or refused:
+            allowed = ", ".join(sorted(JWT_ALGORITHMS))
+            raise ValueError(
+                f"{', '.join(refused) or 'no algorithm given'}: not accepted; "
+                f"asymmetric algorithms only: {allowed}"
+            )
+        return ",".join(dict.fromkeys(names))
+
+    @model_validator(mode="after")
+    def _jwt_needs_its_settings(self) -> Settings:
+        if self.auth == "jwt":
+            given = {
+                "JWT_JWKS_URL": self.jwt_jwks_url,
+                "JWT_ISSUER": self.jwt_issuer,
+                "JWT_AUDIENCE": self.jwt_audience,
+            }
+            missing = [name for name, value in given.items() if value is None]
+            if missing:
+                raise ValueError(f"AUTH=jwt needs {', '.join(missing)}")
+        return self
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _cors_origins(cls, value: str) -> str:
+        for origin in _split(value):
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin; use scheme://host[:port], no path or "
+                    "trailing slash (a browser's Origin never has one), or *"
+                )
+        return value
+
+    @field_validator("cors_allow_credentials")
+    @classmethod
+    def _cors_credentials(cls, value: bool, info: ValidationInfo) -> bool:
+        # Browsers refuse `*` with credentials anyway; Starlette would echo any Origin instead,
+        # which lets every site make credentialed calls. Refused here, at start-up.
+        if value and "*" in _split(info.data.get("cors_origins", "")):
+            raise ValueError("cannot be true while CORS_ORIGINS allows every origin (*)")
+        return value
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return _split(self.cors_origins)
+
     @model_validator(mode="after")
     def _default_rate_limit_url(self) -> Settings:
         if self.rate_limit_url is None:
@@ -107,6 +221,10 @@ class Settings(BaseSettings):
         match = _RATE.match(self.rate_limit)
         assert match is not None  # noqa: S101 - checked by the validator
         return int(match[1]), _PERIOD_SECONDS[match[2]]
+
+    @property
+    def jwt_algorithm_list(self) -> tuple[str, ...]:
+        return tuple(self.jwt_algorithms.split(","))
 
 
 def load_settings(**overrides: object) -> Settings:

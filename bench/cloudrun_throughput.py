@@ -231,7 +231,8 @@ def main() -> None:
                 # As on Cloud Run: Cloud Logging lines and the trace middleware's work.
                 "K_SERVICE": "lambdarun-bench",
                 "GOOGLE_CLOUD_PROJECT": "lambdarun-bench",
-                "STAGE": "prod",
+                # A test stage: the bench sends no tokens (auth is measured in tests, not here).
+                "STAGE": "test",
             },
         )
         bare = Server("bare FastAPI", [sys.executable, "bare_app.py"], work, base_env)

@@ -21,6 +21,7 @@ from mangum.types import LambdaContext  # noqa: E402
 from api.app import create_app  # noqa: E402
 from handlers.lambda_environment import ExecutionEnvironment  # noqa: E402
 from handlers.lambda_observability import make_logger, make_metrics  # noqa: E402
+from handlers.lambda_secrets import resolve_secrets  # noqa: E402
 
 
 class UnsupportedEvent(TypeError):
@@ -29,6 +30,7 @@ class UnsupportedEvent(TypeError):
 
 logger: Logger = make_logger()
 metrics: Metrics = make_metrics()
+resolve_secrets()  # X_SECRET_ID / X_PARAMETER -> X, before the settings are read
 app = create_app(configure_logs=False)
 environment = ExecutionEnvironment(lambda: app.router.lifespan_context(app))
 environment.start()

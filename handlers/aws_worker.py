@@ -29,6 +29,7 @@ from api.runtime import Runtime  # noqa: E402
 from api.settings import load_settings  # noqa: E402
 from handlers.lambda_environment import ExecutionEnvironment  # noqa: E402
 from handlers.lambda_observability import make_logger, make_metrics  # noqa: E402
+from handlers.lambda_secrets import resolve_secrets  # noqa: E402
 
 
 class JobNotDone(Exception):
@@ -37,6 +38,7 @@ class JobNotDone(Exception):
 
 logger: Logger = make_logger()
 metrics: Metrics = make_metrics()
+resolve_secrets()  # see handlers/aws_http.py
 runtime = Runtime.build(load_settings())
 
 

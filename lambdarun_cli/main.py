@@ -138,7 +138,181 @@ def build_parser() -> argparse.ArgumentParser:
         "SQLite, memory and DynamoDB stores need none.",
     )
     upgrade.set_defaults(func=cmd_db_upgrade)
+    add_local_commands(commands)
     return parser
+
+
+def cmd_local_up(args: argparse.Namespace) -> int:
+    from lambdarun_cli import local_up
+
+    return local_up.command(args)
+
+
+def cmd_local_invoke(args: argparse.Namespace) -> int:
+    from lambdarun_cli import local_invoke
+
+    return local_invoke.command(args)
+
+
+def cmd_local_start_worker(args: argparse.Namespace) -> int:
+    from lambdarun_cli import local_worker
+
+    return local_worker.command(args)
+
+
+def _template_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-t",
+        "--template-file",
+        "--template",
+        default="template.yaml",
+        metavar="PATH",
+        help="the SAM template (default template.yaml)",
+    )
+    parser.add_argument(
+        "--stack-name",
+        metavar="NAME",
+        help="names the local resources <stack>-<LogicalId> (default: the state file's stack, "
+        "else stack_name in samconfig.toml for --config-env)",
+    )
+    parser.add_argument(
+        "--config-env",
+        default="default",
+        metavar="ENV",
+        help="samconfig.toml environment for the default stack name (default: default)",
+    )
+    parser.add_argument(
+        "--parameter-overrides",
+        nargs="+",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="template parameters instead of their defaults, as in SAM: 'Key=Value Key2=Value2' "
+        "or ParameterKey=Key,ParameterValue=Value; invoke and start-worker start from those "
+        "`local up` was given (kept in the state file)",
+    )
+    parser.add_argument(
+        "--state",
+        default=str(Path(".lambdarun") / "local-aws.json"),
+        metavar="PATH",
+        help="state file `local up` writes and the other commands read "
+        "(default .lambdarun/local-aws.json)",
+    )
+
+
+def add_local_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    local = commands.add_parser(
+        "local",
+        help="run the AWS shape locally: tables and queues, Lambda invocations, the SQS worker",
+        description="Run template.yaml's functions on this machine against a local AWS "
+        "endpoint (moto in server mode, LocalStack) named by AWS_ENDPOINT_URL, without Docker. "
+        "The template stays the one source of truth. See docs/local-aws.md.",
+    )
+    local_commands = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
+
+    up = local_commands.add_parser(
+        "up",
+        help="create the template's DynamoDB tables and SQS queues on AWS_ENDPOINT_URL",
+        description="Create (or bring up to date) every AWS::DynamoDB::Table and AWS::SQS::Queue "
+        "of the template on the local endpoint, with the template's properties (keys, indexes, "
+        "TTL; visibility timeout, retention, message size, dead-letter redrive, FIFO), named "
+        "<stack>-<LogicalId>. Running it again changes only what differs. Writes the state "
+        "file: per function the variables that name these resources, in SAM's --env-vars "
+        'format, plus the resources\' ids under "Stack".',
+    )
+    _template_options(up)
+    up.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help="the local endpoint (default $AWS_ENDPOINT_URL; refuses to run without one)",
+    )
+    up.set_defaults(func=cmd_local_up)
+
+    invoke = local_commands.add_parser(
+        "invoke",
+        help="invoke a function once with an event, like `sam local invoke`",
+        description="Invoke FUNCTION (a logical id in the template) with an event, using its "
+        "Handler, CodeUri, MemorySize, Timeout and Environment (Globals merged; !Ref, !GetAtt "
+        "and !Sub resolved to the resources `local up` made). It runs in the Lambda Runtime "
+        "Interface Emulator (aws-lambda-rie from aws-sam-cli, with awslambdaric) when one fits "
+        "this machine, else in this process. The response goes to stdout; START/END/REPORT "
+        "and the function's logs to stderr. Exit status 1 when the function fails, 2 for a "
+        "usage error.",
+    )
+    invoke.add_argument("function", metavar="FUNCTION", help="the function's logical id")
+    invoke.add_argument(
+        "-e",
+        "--event",
+        metavar="PATH",
+        help="JSON event file, '-' for stdin (default: {}), e.g. events/http_v2_get_user.json",
+    )
+    _env_vars_option(invoke)
+    invoke.add_argument(
+        "--emulator",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run in the Runtime Interface Emulator (default); --no-emulator runs the handler "
+        "in this process with Lambda's environment variables",
+    )
+    _template_options(invoke)
+    invoke.set_defaults(func=cmd_local_invoke)
+
+    worker = local_commands.add_parser(
+        "start-worker",
+        help="poll a function's SQS queue and deliver batches as Lambda's event source mapping",
+        description="Poll the queue FUNCTION's SQS event names and invoke FUNCTION with batches "
+        "built as Lambda builds them (BatchSize, MaximumBatchingWindowInSeconds, every attribute "
+        "and message attribute). Deletes what the function finished: with "
+        "ReportBatchItemFailures every record not in batchItemFailures; nothing when it raised "
+        "or answered something invalid. The rest comes back after the queue's visibility "
+        "timeout and goes to the dead-letter queue after maxReceiveCount. The handler runs in "
+        "this process (imported once, with the function's environment), or with --emulator in "
+        "the Runtime Interface Emulator. SIGINT/SIGTERM: a batch in progress finishes first.",
+    )
+    worker.add_argument(
+        "function",
+        metavar="FUNCTION",
+        nargs="?",
+        help="the function's logical id (default: the only function with an SQS event)",
+    )
+    worker.add_argument(
+        "--queue-url", metavar="URL", help="poll this queue instead of the event's queue"
+    )
+    _env_vars_option(worker)
+    worker.add_argument(
+        "--emulator",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="invoke through the Runtime Interface Emulator (default: in this process)",
+    )
+    worker.add_argument(
+        "--wait-time-seconds",
+        type=int,
+        choices=range(21),
+        default=20,
+        metavar="0-20",
+        help="long-poll wait of an idle ReceiveMessage, as Lambda's 20 (default); 0 polls "
+        "every 0.1 s instead",
+    )
+    worker.add_argument(
+        "--max-batches", type=int, metavar="N", help="stop after N batches were delivered"
+    )
+    worker.add_argument(
+        "--until-empty",
+        action="store_true",
+        help="stop once the queue holds nothing visible, in flight or delayed",
+    )
+    _template_options(worker)
+    worker.set_defaults(func=cmd_local_start_worker)
+
+
+def _env_vars_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-n",
+        "--env-vars",
+        metavar="PATH",
+        help='JSON file of variables, SAM\'s format: {"FunctionId": {"VAR": "value"}, '
+        '"Parameters": {"VAR": "value"}} ("Parameters" applies to every function)',
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

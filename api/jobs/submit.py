@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,15 @@ class InvalidPayload(ValueError):
         self.error = error
 
 
+class PayloadTooLarge(ValueError):
+    """The payload, as JSON, is larger than the limit (MAX_JOB_PAYLOAD_BYTES)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the payload is {size} bytes as JSON; the limit is {limit}")
+        self.size = size
+        self.limit = limit
+
+
 async def submit_job(
     *,
     store: Store,
@@ -35,7 +45,12 @@ async def submit_job(
     payload: Mapping[str, Any],
     now: datetime,
     attributes: Mapping[str, str] | None = None,
+    owner: str | None = None,
+    max_payload_bytes: int | None = None,
 ) -> JobRecord:
+    """`owner` is the submitter's subject (None without authentication). A payload over
+    `max_payload_bytes` (as the message carries it: compact JSON) is refused before anything
+    is recorded or sent, so it never meets the queue's own message limit."""
     definition = registry.get(task)
     if definition is None:
         raise UnknownTask(task)
@@ -43,13 +58,19 @@ async def submit_job(
         model = definition.payload_model.model_validate(payload)
     except ValidationError as exc:
         raise InvalidPayload(exc) from exc
+    data = model.model_dump(mode="json")
+    if max_payload_bytes is not None:
+        size = len(json.dumps(data, separators=(",", ":")).encode())
+        if size > max_payload_bytes:
+            raise PayloadTooLarge(size, max_payload_bytes)
     job = JobRecord(
         id=new_id(),
         task=task,
-        payload=model.model_dump(mode="json"),
+        payload=data,
         status=JobStatus.QUEUED,
         created_at=now,
         updated_at=now,
+        owner=owner,
     )
     await store.create_job(job)
     message = JobMessage(

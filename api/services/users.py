@@ -26,9 +26,10 @@ async def create_user(
     data: UserCreate,
     now: datetime,
     attributes: Mapping[str, str] | None = None,
+    owner: str | None = None,
 ) -> UserRecord:
-    """Create the user and enqueue `users.welcome`; if the job cannot be sent, undo the user so
-    the client's retry starts clean."""
+    """Create the user and enqueue `users.welcome` (owned by `owner`, the caller's subject); if
+    the job cannot be sent, undo the user so the client's retry starts clean."""
     user = UserRecord(id=new_id(), email=data.email, name=data.name, created_at=now, updated_at=now)
     await store.create_user(user)
     try:
@@ -40,6 +41,7 @@ async def create_user(
             payload={"user_id": user.id},
             now=now,
             attributes=attributes,
+            owner=owner,
         )
     except BaseException:
         await store.delete_user(user.id)

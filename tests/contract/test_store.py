@@ -245,3 +245,18 @@ async def test_a_deleted_job_is_gone(store: Store) -> None:
     job = await store.create_job(a_job())
     await store.delete_job(job.id)
     assert await store.get_job(job.id) is None
+
+
+async def test_a_jobs_owner_is_kept_through_claim_and_finish(store: Store) -> None:
+    owned = await store.create_job(a_job(owner="auth0|alice@example.com"))
+    assert await store.get_job(owned.id) == owned
+    claimed = await store.claim_job(owned.id, now=NOW, lease_until=NOW + timedelta(minutes=1))
+    assert claimed is not None
+    assert claimed.owner == "auth0|alice@example.com"
+    done = await store.finish_job(owned.id, attempt=1, status=JobStatus.SUCCEEDED, at=NOW)
+    assert done is not None
+    assert done.owner == "auth0|alice@example.com"
+    unowned = await store.create_job(a_job())
+    fetched = await store.get_job(unowned.id)
+    assert fetched is not None
+    assert fetched.owner is None

@@ -85,7 +85,7 @@ def cloud_run(tmp_path: Path) -> Iterator[CloudRun]:
             "QUEUE_URL": QUEUE_URL,
             "PUBSUB_EMULATOR_HOST": fake.host,
             "GOOGLE_CLOUD_PROJECT": "lambdarun-test",
-            "STAGE": "prod",
+            "STAGE": "test",  # not local: JSON lines; a deployed stage would refuse AUTH=off
         }
         api_port, worker_port = free_port(), free_port()
         with (

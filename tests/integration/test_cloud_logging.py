@@ -165,7 +165,7 @@ def test_on_cloud_run_the_servers_lines_are_cloud_logging_json(
         PUBSUB_EMULATOR_HOST=f"127.0.0.1:{closed_port}",
         K_SERVICE="lambdarun-api",
         GOOGLE_CLOUD_PROJECT="my-project",
-        STAGE="prod",
+        STAGE="test",  # JSON lines as on any deployed stage; AUTH=off is refused on those
         IO_TIMEOUT="0.5",
     )
     with running(start_command(), port=port, env=env, log_path=tmp_path / "log") as server:

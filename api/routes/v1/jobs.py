@@ -5,10 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response, status
 
 from adapters.errors import NotFound
-from api.deps import NowDep, QueueDep, RegistryDep, StoreDep, TraceDep
+from adapters.records import JobRecord
+from api.auth import JOBS_ADMIN, JOBS_WRITE, Principal, require
+from api.deps import CallerDep, NowDep, QueueDep, RegistryDep, SettingsDep, StoreDep, TraceDep
 from api.errors import Problem, problem_type
+from api.idempotency import idempotent
 from api.ids import is_id
-from api.jobs.submit import InvalidPayload, UnknownTask, submit_job
+from api.jobs.submit import InvalidPayload, PayloadTooLarge, UnknownTask, submit_job
 from api.media import require_json
 from api.routes.problems import problems
 from api.schemas import Job, JobCreate
@@ -20,8 +23,8 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
     "",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Submit a background job",
-    dependencies=[Depends(require_json)],
-    responses=problems(400, 415, 422, 503),
+    dependencies=[require(JOBS_WRITE), Depends(require_json), Depends(idempotent)],
+    responses=problems(400, 409, 413, 415, 422, 503),
 )
 async def create_job(
     data: JobCreate,
@@ -32,6 +35,8 @@ async def create_job(
     registry: RegistryDep,
     now: NowDep,
     trace: TraceDep,
+    caller: CallerDep,
+    settings: SettingsDep,
 ) -> Job:
     try:
         job = await submit_job(
@@ -42,7 +47,17 @@ async def create_job(
             payload=data.payload,
             now=now,
             attributes=trace,
+            owner=caller.subject if caller else None,
+            max_payload_bytes=settings.max_job_payload_bytes,
         )
+    except PayloadTooLarge as exc:
+        raise Problem(
+            413,
+            f"The payload is {exc.size} bytes as JSON; a job's payload may have {exc.limit}.",
+            title="Payload too large",
+            type=problem_type("payload-too-large"),
+            limit=exc.limit,
+        ) from exc
     except UnknownTask as exc:
         known = ", ".join(registry)
         raise _invalid(
@@ -64,12 +79,24 @@ async def create_job(
     return Job.of(job)
 
 
-@router.get("/{job_id}", summary="A job's status", responses=problems(404, 503))
-async def get_job(job_id: str, store: StoreDep) -> Job:
+@router.get(
+    "/{job_id}",
+    summary="A job's status (its submitter's, or with jobs:admin)",
+    responses=problems(404, 503),
+)
+async def get_job(job_id: str, store: StoreDep, caller: CallerDep) -> Job:
     job = await store.get_job(job_id) if is_id(job_id) else None
-    if job is None:
+    # Someone else's job is as missing as one that never was: its id reveals nothing.
+    if job is None or not may_read(caller, job):
         raise NotFound(f"job {job_id[:64]} does not exist")
     return Job.of(job)
+
+
+def may_read(caller: Principal | None, job: JobRecord) -> bool:
+    """Without authentication everyone may; else the submitter, or a holder of jobs:admin."""
+    if caller is None or caller.has(JOBS_ADMIN):
+        return True
+    return job.owner is not None and job.owner == caller.subject
 
 
 def _invalid(loc: list[str], msg: str, kind: str) -> Problem:

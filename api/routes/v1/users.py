@@ -7,9 +7,20 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from api import conditional
+from api.auth import USERS_READ, USERS_WRITE, require
 from api.cursors import InvalidCursor, decode_cursor, encode_cursor
-from api.deps import CacheDep, NowDep, QueueDep, RegistryDep, SettingsDep, StoreDep, TraceDep
+from api.deps import (
+    CacheDep,
+    CallerDep,
+    NowDep,
+    QueueDep,
+    RegistryDep,
+    SettingsDep,
+    StoreDep,
+    TraceDep,
+)
 from api.errors import Problem, problem_type
+from api.idempotency import idempotent
 from api.media import require_json
 from api.routes.problems import problems
 from api.schemas import User, UserCreate, UserPage, UserUpdate
@@ -18,14 +29,17 @@ from api.services import users as service
 router = APIRouter(prefix="/users", tags=["users"])
 CURSOR_SCOPE = "users"
 MAX_PAGE = 100
+# First among a route's dependencies: a caller without the scope learns nothing else (415, 422).
+READ = require(USERS_READ)
+WRITE = require(USERS_WRITE)
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a user (and enqueue their welcome)",
-    dependencies=[Depends(require_json)],
-    responses=problems(400, 409, 415, 422, 503),
+    dependencies=[WRITE, Depends(require_json), Depends(idempotent)],
+    responses=problems(400, 409, 413, 415, 422, 503),
 )
 async def create_user(
     data: UserCreate,
@@ -36,16 +50,28 @@ async def create_user(
     registry: RegistryDep,
     now: NowDep,
     trace: TraceDep,
+    caller: CallerDep,
 ) -> User:
     record = await service.create_user(
-        store=store, queue=queue, registry=registry, data=data, now=now, attributes=trace
+        store=store,
+        queue=queue,
+        registry=registry,
+        data=data,
+        now=now,
+        attributes=trace,
+        owner=caller.subject if caller else None,
     )
     response.headers["Location"] = str(request.url_for("get_user", user_id=record.id).path)
     response.headers["ETag"] = conditional.etag(record.version)
     return User.of(record)
 
 
-@router.get("", summary="List users in creation order", responses=problems(400, 422, 503))
+@router.get(
+    "",
+    summary="List users in creation order",
+    dependencies=[READ],
+    responses=problems(400, 422, 503),
+)
 async def list_users(
     request: Request,
     response: Response,
@@ -79,6 +105,7 @@ async def list_users(
     "/{user_id}",
     response_model=User,
     summary="Read a user (ETag; If-None-Match answers 304)",
+    dependencies=[READ],
     responses={304: {"description": "Not modified"}, **problems(404, 503)},
 )
 async def get_user(
@@ -101,7 +128,7 @@ async def get_user(
 @router.patch(
     "/{user_id}",
     summary="Change a user (If-Match for optimistic concurrency)",
-    dependencies=[Depends(require_json)],
+    dependencies=[WRITE, Depends(require_json)],
     responses=problems(400, 404, 409, 412, 415, 422, 503),
 )
 async def update_user(
@@ -129,6 +156,7 @@ async def update_user(
     "/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a user",
+    dependencies=[WRITE],
     responses=problems(404, 503),
 )
 async def delete_user(user_id: str, store: StoreDep, cache: CacheDep) -> Response:
