@@ -19,7 +19,7 @@ from api.routes import health, v1
 from api.routes.problems import problems
 from api.runtime import Runtime
 from api.security_headers import SecurityHeadersMiddleware, add_cors, cover_unhandled_errors
-from api.settings import Settings, load_settings
+from api.settings import Settings, check_cursor_secret, load_settings
 from api.tasks.registry import TaskRegistry
 
 
@@ -34,6 +34,7 @@ def create_app(
     caller (the Lambda handlers use Powertools)."""
     settings = settings or load_settings()
     check_auth_allowed(settings)
+    check_cursor_secret(settings)
     if configure_logs:
         configure_logging(settings.log_level, json_lines=settings.stage != "local")
     runtime = Runtime.build(settings, registry)

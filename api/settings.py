@@ -227,6 +227,19 @@ class Settings(BaseSettings):
         return tuple(self.jwt_algorithms.split(","))
 
 
+def check_cursor_secret(settings: Settings) -> None:
+    """The development cursor key is public (it is in this file): refused at start-up of the
+    API on any stage but local and test, where cursors signed with it could be forged."""
+    if settings.stage not in OPEN_STAGES and (
+        settings.cursor_secret.get_secret_value() == DEV_CURSOR_SECRET
+    ):
+        raise SettingsError(
+            f"invalid settings: CURSOR_SECRET: set a secret of your own on STAGE "
+            f"{settings.stage!r} (on Lambda CURSOR_SECRET_PARAMETER names it in SSM; on Cloud "
+            "Run a Secret Manager reference; docs/secrets.md)"
+        )
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment (overrides win); a bad value raises `SettingsError`
     whose message names the environment variable."""

@@ -41,3 +41,13 @@ def test_the_rate_limiter_shares_the_caches_redis() -> None:
     settings = load_settings(cache_url="redis://127.0.0.1:6379/0", rate_limit="10/second")
     assert settings.rate_limit_url == "redis://127.0.0.1:6379/0"
     assert settings.rate_limit_parsed == (10, 1)
+
+
+def test_the_public_development_cursor_key_is_refused_on_a_deployed_stage() -> None:
+    from api.settings import check_cursor_secret
+
+    with pytest.raises(SettingsError, match="CURSOR_SECRET"):
+        check_cursor_secret(load_settings(stage="prod"))
+    check_cursor_secret(load_settings(stage="prod", cursor_secret="a-real-secret"))
+    check_cursor_secret(load_settings(stage="local"))
+    check_cursor_secret(load_settings(stage="test"))
