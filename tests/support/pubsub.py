@@ -22,7 +22,7 @@ import pytest
 PROJECT = "lambdarun-test"
 TOPIC = f"projects/{PROJECT}/topics/jobs"
 QUEUE_URL = f"pubsub://{TOPIC}"
-TOKEN = "ya29.fake-access-token"  # noqa: S105 - a fake server's fake token
+TOKEN = "ya29.fake-access-token"
 _TOPIC_PATH = re.compile(r"^/v1/(projects/[^/]+/topics/[^/:]+)(?::(publish|testIamPermissions))?$")
 
 
