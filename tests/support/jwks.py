@@ -160,7 +160,8 @@ class JwksServer:
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._http.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._http.server_address[1]}/jwks.json"
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        # A short poll so shutdown() returns at once rather than after the default 0.5 s.
+        self._thread = threading.Thread(target=self._http.serve_forever, args=(0.02,), daemon=True)
         self._running = False
 
     def start(self) -> None:
