@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import idempotency
 from api.auth import check_auth_allowed, document_auth, install_bearer_auth
-from api.cloud_logging import TraceContextMiddleware, on_cloud_run
+from api.cloud_logging import on_cloud_run
 from api.errors import install_error_handlers
 from api.limits import LimitsMiddleware
 from api.logs import configure_logging
@@ -18,7 +18,7 @@ from api.rate_limit import RateLimitMiddleware
 from api.routes import health, v1
 from api.routes.problems import problems
 from api.runtime import Runtime
-from api.security_headers import SecurityHeadersMiddleware, add_cors, cover_unhandled_errors
+from api.security_headers import SecurityHeaders, add_cors, cover_unhandled_errors
 from api.settings import Settings, check_cursor_secret, load_settings
 from api.tasks.registry import TaskRegistry
 
@@ -79,10 +79,11 @@ def create_app(
     docs = frozenset(
         p for p in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p
     )
-    app.add_middleware(SecurityHeadersMiddleware, settings=settings, docs_paths=docs)
-    app.add_middleware(RequestIdMiddleware)
-    if on_cloud_run():  # only Cloud Logging reads the trace context
-        app.add_middleware(TraceContextMiddleware)
+    app.add_middleware(
+        RequestIdMiddleware,
+        decorate=SecurityHeaders(settings=settings, docs_paths=docs),
+        trace=on_cloud_run(),  # only Cloud Logging reads the trace context
+    )
     app.include_router(health.router)
     app.include_router(v1.router)
     if settings.pubsub_push_audience:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from api.middleware import request_id_var
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import Scope
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 # TRACE_ID/SPAN_ID;o=OPTIONS, the span id in decimal.
@@ -74,31 +74,22 @@ def trace_scope(traceparent: str | None) -> Iterator[TraceContext | None]:
         trace_var.reset(token)
 
 
-class TraceContextMiddleware:
-    """Pure ASGI: puts the request's trace context in `trace_var` for the log formatter."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        traceparent = cloud = None
-        for name, value in scope["headers"]:
-            if name == b"traceparent":
-                traceparent = value.decode("latin-1")
-            elif name == b"x-cloud-trace-context":
-                cloud = value.decode("latin-1")
-        context = parse_traceparent(traceparent) or parse_cloud_trace_context(cloud)
-        if context is None:  # each request runs in a context of its own: already None there
-            await self.app(scope, receive, send)
-            return
-        token = trace_var.set(context)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            trace_var.reset(token)
+@contextmanager
+def request_trace(scope: Scope) -> Iterator[TraceContext | None]:
+    """The request's trace context in `trace_var` for the block (the request-id middleware
+    calls this on Cloud Run, in its own layer)."""
+    traceparent = cloud = None
+    for name, value in scope["headers"]:
+        if name == b"traceparent":
+            traceparent = value.decode("latin-1")
+        elif name == b"x-cloud-trace-context":
+            cloud = value.decode("latin-1")
+    context = parse_traceparent(traceparent) or parse_cloud_trace_context(cloud)
+    token = trace_var.set(context)
+    try:
+        yield context
+    finally:
+        trace_var.reset(token)
 
 
 def project_id(environ: Mapping[str, str] = os.environ, *, timeout: float = 0.5) -> str | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,12 +23,28 @@ def _platform_request_id(scope: Scope) -> str | None:
     return value if isinstance(value, str) and _WELL_FORMED.match(value.encode()) else None
 
 
+Header = tuple[bytes, bytes]
+Decorate = Callable[[Scope, list[Header]], list[Header]]
+
+
 class RequestIdMiddleware:
     """Accepts a well-formed `X-Request-ID` from the client or makes one, exposes it to handlers
-    (`request.state.request_id`) and logs, and returns it on the response."""
+    (`request.state.request_id`) and logs, and returns it on the response.
 
-    def __init__(self, app: ASGIApp) -> None:
+    The edge of the app, so it does the other per-request work of that place in the same layer:
+    `decorate` adds the headers every response carries (api/security_headers.py), and with
+    `trace` the request's trace context is put where Cloud Logging's formatter reads it."""
+
+    def __init__(
+        self, app: ASGIApp, *, decorate: Decorate | None = None, trace: bool = False
+    ) -> None:
         self.app = app
+        self.decorate = decorate
+        self.trace: Callable[[Scope], AbstractContextManager[object]] | None = None
+        if trace:
+            from api.cloud_logging import request_trace  # cycle-free: only on Cloud Run
+
+            self.trace = request_trace
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,15 +56,22 @@ class RequestIdMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         raw = request_id.encode()
 
+        decorate = self.decorate
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 # Responses from inside never set it themselves (api/errors.py leaves it here).
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", raw)]
+                headers = [*message.get("headers", ()), (b"x-request-id", raw)]
+                message["headers"] = headers if decorate is None else decorate(scope, headers)
             await send(message)
 
         token = request_id_var.set(request_id)
         try:
-            await self.app(scope, receive, send_with_id)
+            if self.trace is None:
+                await self.app(scope, receive, send_with_id)
+            else:
+                with self.trace(scope):
+                    await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
 

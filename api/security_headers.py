@@ -7,7 +7,7 @@ import inspect
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from api.settings import Settings
 
@@ -42,30 +42,23 @@ def headers_for(settings: Settings, *, docs: bool = False) -> list[Header]:
     return [*_common(settings), (b"content-security-policy", DOCS_CSP if docs else API_CSP)]
 
 
-class SecurityHeadersMiddleware:
-    """Adds the precomputed headers to every response start; problem+json answers also get
+class SecurityHeaders:
+    """The precomputed headers for every response start; problem+json answers also get
     `Cache-Control: no-store` (an error is about this request, never worth keeping; a 404 is
-    otherwise cacheable by default). Headers a response sets itself are left alone."""
+    otherwise cacheable by default). Headers a response sets itself are left alone.
 
-    def __init__(self, app: ASGIApp, *, settings: Settings, docs_paths: frozenset[str]) -> None:
-        self.app = app
+    Not a middleware of its own: the request-id middleware, which already rewrites every
+    response start, calls it, so the two cost one layer (each layer costs every request)."""
+
+    def __init__(self, *, settings: Settings, docs_paths: frozenset[str]) -> None:
         self.api = headers_for(settings)
         self.docs = headers_for(settings, docs=True)
         self.docs_paths = docs_paths
         self.names = frozenset(name for name, _ in self.api)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def __call__(self, scope: Scope, headers: list[Header]) -> list[Header]:
         extra = self.docs if scope["path"] in self.docs_paths else self.api
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = self.merge(message.get("headers", ()), extra)
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+        return self.merge(headers, extra)
 
     def merge(self, headers: Any, extra: list[Header]) -> list[Header]:
         merged = list(headers)

@@ -17,14 +17,13 @@ import pytest
 from api.cloud_logging import (
     CloudLoggingFormatter,
     TraceContext,
-    TraceContextMiddleware,
     parse_cloud_trace_context,
     parse_traceparent,
     project_id,
     trace_scope,
     trace_var,
 )
-from api.middleware import request_id_var
+from api.middleware import RequestIdMiddleware, request_id_var
 from tests.support.gcp_events import free_port, running, server_env, start_command
 from tests.support.pubsub import PROJECT, FakePubSub, fake_pubsub
 
@@ -119,7 +118,7 @@ def test_an_unreachable_metadata_server_means_no_project() -> None:
         assert project_id({"K_SERVICE": "api", "GCE_METADATA_HOST": host}, timeout=0.5) is None
 
 
-async def test_the_middleware_puts_the_requests_trace_in_context() -> None:
+async def test_the_request_id_middleware_puts_the_requests_trace_in_context() -> None:
     seen: list[TraceContext | None] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -127,7 +126,7 @@ async def test_the_middleware_puts_the_requests_trace_in_context() -> None:
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    transport = httpx.ASGITransport(app=TraceContextMiddleware(app))
+    transport = httpx.ASGITransport(app=RequestIdMiddleware(app, trace=True))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         await client.get("/", headers={"traceparent": TRACEPARENT})
         await client.get("/", headers={"X-Cloud-Trace-Context": f"{TRACE_ID}/255;o=1"})
