@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from adapters.ports import UserChanges
-from adapters.records import JobRecord, JobStatus, UserRecord
+from adapters.records import JobRecord, JobStatus, UserRecord, sortable_time
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
@@ -17,9 +17,7 @@ if TYPE_CHECKING:
 USERS = "USERS"  # the gsi1 partition that lists users in creation order
 
 
-def timestamp(value: datetime) -> str:
-    # A fixed-width UTC form, so strings compare in time order inside condition expressions.
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+timestamp = sortable_time
 
 
 def string(value: str) -> AttributeValueTypeDef:

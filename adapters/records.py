@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -73,6 +73,12 @@ class JobMessage:
     payload: dict[str, Any]
     version: int = 1
     attributes: dict[str, str] = field(default_factory=dict)
+
+
+def sortable_time(value: datetime) -> str:
+    """A fixed-width UTC text form: compared as strings (SQLite, DynamoDB conditions) it orders
+    as the times do."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
 
 
 CLAIMABLE = frozenset({JobStatus.QUEUED, JobStatus.FAILED})

@@ -9,8 +9,8 @@ from datetime import datetime
 
 from adapters.errors import Unavailable
 from adapters.records import IdempotencyRecord, StoredResponse
+from adapters.records import sortable_time as ts
 from adapters.sqlite_store import SqliteStore
-from adapters.sqlite_store import _ts as ts
 
 # `records.idempotency_live` as the WHERE of an upsert: the insert wins when the key is free,
 # the update only when the record there no longer holds it; otherwise nothing is written and

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,7 +13,7 @@ import aiosqlite
 
 from adapters.errors import AlreadyExists, NotFound, Unavailable, VersionConflict
 from adapters.ports import UserChanges
-from adapters.records import JobRecord, JobStatus, Page, UserRecord
+from adapters.records import JobRecord, JobStatus, Page, UserRecord, sortable_time
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -66,8 +66,7 @@ _CLAIM_SQL = (
 
 
 def _ts(value: datetime | None) -> str | None:
-    # A fixed-width UTC form, so the text compares in time order inside SQL.
-    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    return None if value is None else sortable_time(value)
 
 
 def _dt(value: str | None) -> datetime | None:

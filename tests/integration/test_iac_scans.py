@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import in_ci
 from tests.support.cfn import load_template
+from tests.support.services import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKOV = ROOT / ".tools" / "checkov" / "bin" / "checkov"
@@ -56,10 +56,7 @@ CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 def require(path: Path | str | None, name: str, how: str) -> str:
     """The tool's path; a missing one fails under CI=true and skips elsewhere, saying how."""
     if path is None or not Path(path).exists():
-        message = f"{name} is not installed ({how})"
-        if in_ci():
-            pytest.fail(message + "; CI=true needs it")
-        pytest.skip(message)
+        missing(f"{name} is not installed ({how})")
     return str(path)
 
 
