@@ -49,7 +49,8 @@ class LocalError(Exception):
 
 
 def aws_client(service: str, *, endpoint: str | None, region: str | None = None) -> Any:
-    """A botocore client; credentials and region come from the usual SDK configuration."""
+    """A botocore client; credentials and region come from the usual SDK configuration, and
+    `AWS_ENDPOINT_URL_<SERVICE>` overrides the endpoint for one service, as in the SDKs."""
     import botocore.session
     from botocore.config import Config
 
@@ -62,6 +63,7 @@ def aws_client(service: str, *, endpoint: str | None, region: str | None = None)
     )
     # Reads outlast a 20-second long poll.
     config = Config(connect_timeout=5, read_timeout=30, retries={"mode": "standard"})
+    endpoint = os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}") or endpoint
     return session.create_client(service, region_name=region, endpoint_url=endpoint, config=config)
 
 

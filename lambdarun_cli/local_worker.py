@@ -3,7 +3,12 @@ a function's SQS event names, hands batches to the function as Lambda builds the
 what the function finished: with ReportBatchItemFailures every record not in
 `batchItemFailures`, nothing when the function failed or answered something invalid. What is not
 deleted comes back after the queue's visibility timeout, and SQS dead-letters it after
-maxReceiveCount: that part is the queue's own."""
+maxReceiveCount: that part is the queue's own.
+
+When SQS cannot be reached while polling (refused, reset, timed out, a 5xx or throttling), the
+poller waits and tries again with a growing delay, as Lambda's mapping keeps polling through an
+outage; a delete that fails only means SQS delivers those messages again, which the runner
+acknowledges without running them twice."""
 
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ if TYPE_CHECKING:
 # Lambda's synchronous invocation payload limit, which bounds a batch gathered in a window.
 _PAYLOAD_LIMIT = 6 * 1024 * 1024
 _IDLE_SLEEP = 0.1  # between empty short polls (--wait-time-seconds 0)
+# Waits between polls while SQS is unreachable: doubling from the first to the last.
+_BACKOFF_FIRST, _BACKOFF_LAST = 0.2, 10.0
 Invoke = Callable[[dict[str, Any]], tuple[Any, str | None]]
 
 
@@ -39,6 +46,51 @@ class InitFailed(LocalError):
 
 class Stopping(BaseException):
     """SIGINT or SIGTERM while idle (or a second one at any time): stop polling now."""
+
+
+class Backoff:
+    """The delay before the next poll while SQS is unreachable, and the outage's log lines: one
+    when it starts, one when it ends (not one per failed poll)."""
+
+    def __init__(self, log: TextIO) -> None:
+        self.log = log
+        self.delay = 0.0
+        self.failures = 0
+
+    def failed(self, error: Exception) -> float:
+        self.failures += 1
+        self.delay = min(_BACKOFF_LAST, self.delay * 2 or _BACKOFF_FIRST)
+        if self.failures == 1:
+            print(
+                f"lambdarun: the queue is unreachable ({error}); polling again with backoff "
+                f"up to {_BACKOFF_LAST:g} s",
+                file=self.log,
+                flush=True,
+            )
+        return self.delay
+
+    def recovered(self) -> None:
+        if self.failures:
+            print(
+                f"lambdarun: the queue is reachable again after {self.failures} failed polls",
+                file=self.log,
+                flush=True,
+            )
+        self.delay, self.failures = 0.0, 0
+
+
+def transient(error: Exception) -> bool:
+    """True for what passes: no connection, a timeout, a 5xx or throttling. A missing queue or
+    refused credentials stop the worker instead (Lambda disables such a mapping)."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(error, ConnectionError | HTTPClientError):
+        return True
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = error.response.get("Error", {}).get("Code", "")
+        return status >= 500 or "Throttl" in code or code == "RequestThrottled"
+    return False
 
 
 class Signals:
@@ -132,7 +184,12 @@ class EventSourceMapping:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or signals.requested:
                 break
-            more = self._receive(min(10, self.event.batch_size - len(batch)), 0)
+            try:
+                more = self._receive(min(10, self.event.batch_size - len(batch)), 0)
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                break  # deliver what was gathered; the next poll meets the outage
             batch += more
             size += sum(len(m.get("Body", "")) for m in more)
             if not more:
@@ -173,28 +230,35 @@ class EventSourceMapping:
             else:
                 keep, why = failed, "batchItemFailures"
         done = [m for m in messages if m["MessageId"] not in keep]
-        for start in range(0, len(done), 10):
-            chunk = done[start : start + 10]
-            answer = self.sqs.delete_message_batch(
-                QueueUrl=self.queue_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)
-                ],
-            )
-            for failure in answer.get("Failed", []):
-                print(f"lambdarun: delete failed: {failure}", file=self.log)
+        undeleted = sum(self._delete(done[start : start + 10]) for start in range(0, len(done), 10))
         totals = self.totals
         totals.batches += 1
         totals.messages += len(messages)
-        totals.deleted += len(done)
-        totals.kept += len(keep)
+        totals.deleted += len(done) - undeleted
+        totals.kept += len(keep) + undeleted
         note = f", {len(keep)} left for redelivery ({why})" if keep else ""
+        if undeleted:
+            note += f", {undeleted} not deleted (SQS delivers them again)"
         print(
             f"lambdarun: batch {totals.batches}: {len(messages)} messages, "
-            f"{len(done)} deleted{note}",
+            f"{len(done) - undeleted} deleted{note}",
             file=self.log,
             flush=True,
         )
+
+    def _delete(self, chunk: list[MessageTypeDef]) -> int:
+        """Delete up to ten finished messages; how many are still on the queue."""
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)]
+        try:
+            answer = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)  # type: ignore[arg-type]
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            print(f"lambdarun: delete failed: {exc}", file=self.log)
+            return len(chunk)
+        for failure in answer.get("Failed", []):
+            print(f"lambdarun: delete failed: {failure}", file=self.log)
+        return len(answer.get("Failed", []))
 
     def drained(self) -> bool:
         """Nothing visible, in flight or delayed: every message was deleted or dead-lettered."""
@@ -362,11 +426,21 @@ def _poll(
     max_batches: int | None,
     until_empty: bool,
 ) -> None:
+    backoff = Backoff(mapping.log)
     while not signals.requested:
-        messages = mapping.receive_batch(signals)
-        if not messages:
-            if until_empty and mapping.drained():
+        try:
+            messages = mapping.receive_batch(signals)
+            if not messages and until_empty and mapping.drained():
                 return
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            delay = backoff.failed(exc)
+            with signals.interruptible():
+                time.sleep(delay)
+            continue
+        backoff.recovered()
+        if not messages:
             continue
         started = time.monotonic()
         if mapping.totals.first is None:

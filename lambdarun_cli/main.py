@@ -266,7 +266,8 @@ def add_local_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "or answered something invalid. The rest comes back after the queue's visibility "
         "timeout and goes to the dead-letter queue after maxReceiveCount. The handler runs in "
         "this process (imported once, with the function's environment), or with --emulator in "
-        "the Runtime Interface Emulator. SIGINT/SIGTERM: a batch in progress finishes first.",
+        "the Runtime Interface Emulator. SIGINT/SIGTERM: a batch in progress finishes first. "
+        "When SQS cannot be reached it keeps polling with backoff (up to 10 s).",
     )
     worker.add_argument(
         "function",

@@ -3,17 +3,22 @@ developer drives them: `local up` makes the template's table and queues, the API
 the Runtime Interface Emulator, or in process where none runs) creates a user, its job message
 lands in SQS, `local start-worker` delivers it as Lambda's event source mapping would, and the
 user is welcomed. Failures are retried by SQS and dead-lettered after maxReceiveCount while
-their neighbours succeed once; a duplicate runs once; a worker killed mid-batch loses nothing."""
+their neighbours succeed once; a duplicate runs once; a worker killed mid-batch loses nothing;
+a worker that loses SQS keeps polling with backoff and catches up when it comes back."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import queue
+import re
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +36,7 @@ from api.ids import new_id
 from api.jobs.submit import submit_job
 from api.tasks import tasks
 from tests.support.moto_server import aws_env, dynamodb_client, moto_server, sqs_client
+from tests.support.tcp_switch import tcp_switch
 
 __all__ = ["aws_env", "moto_server"]  # fixtures, used by name
 
@@ -377,4 +383,91 @@ def test_a_worker_killed_mid_batch_loses_nothing(
 
     asyncio.run(outcome())
     assert "3 deleted" in log
+    assert stack.dead_letters() == []
+
+
+class WorkerLog:
+    """A running worker's stderr, line by line, read on a thread so a test can wait for a line."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._stream = process.stderr
+
+        def read() -> None:
+            for line in self._stream:
+                self._queue.put(line)
+            self._queue.put(None)
+
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+
+    def close(self) -> None:
+        """After the worker ended: the rest of its output, and the pipe closed."""
+        self._reader.join(10)
+        self._stream.close()
+        while (line := self._queue.get_nowait() if not self._queue.empty() else None) is not None:
+            self.lines.append(line)
+
+    def wait_for(self, done: Any, timeout: float = 60) -> None:
+        """Read lines until `done(lines)` is true; fail with the log when the worker ends or the
+        time is up first."""
+        deadline = time.monotonic() + timeout
+        while not done(self.lines):
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError("".join(self.lines)) from None
+            if line is None:
+                raise AssertionError("the worker ended:\n" + "".join(self.lines))
+            self.lines.append(line)
+
+    def deleted(self) -> int:
+        return sum(int(m[1]) for m in re.finditer(r"messages, (\d+) deleted", "".join(self.lines)))
+
+
+def test_a_worker_that_loses_sqs_keeps_polling_and_catches_up(stack: LocalStack) -> None:
+    before = asyncio.run(welcome_jobs(stack, 2))
+    endpoint = stack.queue_url.split("/")[2]  # moto's host:port
+    host, port = endpoint.split(":")
+    with tcp_switch((host, int(port))) as sqs_link:
+        worker = subprocess.Popen(
+            stack.worker_command(),
+            cwd=ROOT,
+            env={**os.environ, "AWS_ENDPOINT_URL_SQS": sqs_link.url},  # only SQS goes through it
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        log = WorkerLog(worker)
+        try:
+            log.wait_for(lambda _: log.deleted() == 2)
+
+            sqs_link.cut()  # SQS unreachable while the worker polls
+            log.wait_for(lambda lines: any("the queue is unreachable" in x for x in lines))
+            during = asyncio.run(welcome_jobs(stack, 3))  # sent while the worker cannot see SQS
+            assert stack.counts(stack.queue_url) == (3, 0)
+            assert worker.poll() is None  # still running through the outage
+
+            sqs_link.restore()
+            log.wait_for(lambda _: log.deleted() == 5)
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(15) == 0
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+            log.close()
+    text = "".join(log.lines)
+    assert "the queue is reachable again after" in text
+
+    async def outcome() -> None:
+        for user_id, job_id in before + during:
+            job = await job_of(stack, job_id)
+            assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1)
+            assert await welcomed(stack, user_id) is not None
+
+    asyncio.run(outcome())
+    assert stack.counts(stack.queue_url) == (0, 0)
     assert stack.dead_letters() == []
