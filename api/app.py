@@ -84,8 +84,9 @@ def create_app(
         decorate=SecurityHeaders(settings=settings, docs_paths=docs),
         trace=on_cloud_run(),  # only Cloud Logging reads the trace context
     )
-    app.include_router(health.router)
-    app.include_router(v1.router)
+    health.install(app)
+    for router in v1.routers:
+        app.include_router(router, prefix=v1.PREFIX)
     if settings.pubsub_push_audience:
         from adapters.bootstrap import build_push_verifier
         from api import pubsub_push
