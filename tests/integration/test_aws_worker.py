@@ -1,5 +1,6 @@
 """The SQS worker handler: every record runs the shared job runner; failures are reported one by
-one in `batchItemFailures` and the rest succeed once; a SnapStart snapshot closes connections."""
+one in `batchItemFailures` and the rest succeed once, in whatever order and however often they
+arrive; a SnapStart snapshot closes connections."""
 
 from __future__ import annotations
 
@@ -97,6 +98,65 @@ def test_a_duplicate_delivery_of_a_finished_job_is_acknowledged_without_running_
         1,
         done.finished_at,
     )
+
+
+def deliver_until_settled(worker: ModuleType, records: list[dict[str, object]]) -> int:
+    """Deliver a batch and, as SQS does, redeliver what it reports failed until nothing is;
+    how many deliveries that took."""
+    deliveries = 0
+    while records:
+        deliveries += 1
+        assert deliveries <= 5, "still failing after five deliveries"
+        failed = failures(worker.handler(event(*records), LambdaContext()))
+        records = [r for r in records if r["messageId"] in failed]
+    return deliveries
+
+
+def test_out_of_order_and_repeated_deliveries_run_each_job_once(worker: ModuleType) -> None:
+    users = [new_user(worker) for _ in range(3)]
+    first, second, third = (submit(worker, "users.welcome", {"user_id": u.id}) for u in users)
+    # The last submitted arrives first; the first twice in one batch (a redelivery racing the
+    # original: one of them finds the job running and is reported for a retry), the second
+    # after both; then a stale copy of the first long after it finished.
+    deliver_until_settled(worker, [job_record(third)])
+    deliver_until_settled(worker, [job_record(first, receive_count=2), job_record(first)])
+    deliver_until_settled(worker, [job_record(second)])
+    finished = job(worker, first.job_id).finished_at
+    assert deliver_until_settled(worker, [job_record(first, receive_count=3)]) == 1
+
+    for message, user in zip((first, second, third), users, strict=True):
+        done = job(worker, message.job_id)
+        assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1)
+        fetched = worker.environment.run(worker.runtime.adapters.store.get_user(user.id))
+        assert fetched is not None
+        assert fetched.welcomed_at is not None
+    assert job(worker, first.job_id).finished_at == finished  # the stale copy changed nothing
+
+
+def test_a_job_delivered_after_its_user_changed_or_was_deleted(worker: ModuleType) -> None:
+    store = worker.runtime.adapters.store
+    renamed, deleted = new_user(worker), new_user(worker)
+    welcome_renamed = submit(worker, "users.welcome", {"user_id": renamed.id})
+    welcome_deleted = submit(worker, "users.welcome", {"user_id": deleted.id})
+    # Between submission and delivery the users moved on.
+    worker.environment.run(
+        store.update_user(renamed.id, {"name": "Renamed"}, at=datetime.now(UTC), expected_version=1)
+    )
+    worker.environment.run(store.delete_user(deleted.id))
+
+    assert (
+        deliver_until_settled(worker, [job_record(welcome_renamed), job_record(welcome_deleted)])
+        == 1
+    )
+
+    user = worker.environment.run(store.get_user(renamed.id))
+    assert user is not None
+    assert (user.name, user.version) == ("Renamed", 3)  # the rename kept, then welcomed
+    assert user.welcomed_at is not None
+    skipped = job(worker, welcome_deleted.job_id)
+    assert skipped.status is JobStatus.SUCCEEDED  # nothing left to do is not a failure
+    assert skipped.result == {"skipped": "user no longer exists"}
+    assert worker.environment.run(store.get_user(deleted.id)) is None
 
 
 def test_a_batch_where_everything_fails_is_still_reported_record_by_record(
