@@ -14,7 +14,7 @@ import re
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -74,22 +74,19 @@ def trace_scope(traceparent: str | None) -> Iterator[TraceContext | None]:
         trace_var.reset(token)
 
 
-@contextmanager
-def request_trace(scope: Scope) -> Iterator[TraceContext | None]:
-    """The request's trace context in `trace_var` for the block (the request-id middleware
-    calls this on Cloud Run, in its own layer)."""
+def enter_request_trace(scope: Scope) -> Token[TraceContext | None]:
+    """Put the request's trace context in `trace_var` (the request-id middleware calls this on
+    Cloud Run, and `trace_var.reset` with the token when the request ends). Not a context
+    manager: one costs ~1.5 us a request, a tenth of the whole edge layer."""
     traceparent = cloud = None
     for name, value in scope["headers"]:
         if name == b"traceparent":
             traceparent = value.decode("latin-1")
         elif name == b"x-cloud-trace-context":
             cloud = value.decode("latin-1")
-    context = parse_traceparent(traceparent) or parse_cloud_trace_context(cloud)
-    token = trace_var.set(context)
-    try:
-        yield context
-    finally:
-        trace_var.reset(token)
+    if traceparent is None and cloud is None:
+        return trace_var.set(None)
+    return trace_var.set(parse_traceparent(traceparent) or parse_cloud_trace_context(cloud))
 
 
 def project_id(environ: Mapping[str, str] = os.environ, *, timeout: float = 0.5) -> str | None:

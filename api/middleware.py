@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from contextlib import AbstractContextManager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,8 +18,10 @@ _WELL_FORMED = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 def _platform_request_id(scope: Scope) -> str | None:
     """API Gateway's own request id (Mangum passes the event as `aws.event`), so our logs,
     Powertools' correlation id and API Gateway's access log name a request alike."""
-    context = (scope.get("aws.event") or {}).get("requestContext") or {}
-    value = context.get("requestId")
+    event = scope.get("aws.event")
+    if event is None:  # not under Mangum
+        return None
+    value = (event.get("requestContext") or {}).get("requestId")
     return value if isinstance(value, str) and _WELL_FORMED.match(value.encode()) else None
 
 
@@ -40,11 +42,13 @@ class RequestIdMiddleware:
     ) -> None:
         self.app = app
         self.decorate = decorate
-        self.trace: Callable[[Scope], AbstractContextManager[object]] | None = None
+        self.trace: Callable[[Scope], Token[Any]] | None = None
+        self.trace_var: ContextVar[Any] | None = None
         if trace:
-            from api.cloud_logging import request_trace  # cycle-free: only on Cloud Run
+            # Imported here: that module imports this one, and only Cloud Run needs it.
+            from api.cloud_logging import enter_request_trace, trace_var
 
-            self.trace = request_trace
+            self.trace, self.trace_var = enter_request_trace, trace_var
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,14 +70,13 @@ class RequestIdMiddleware:
             await send(message)
 
         token = request_id_var.set(request_id)
+        trace = None if self.trace is None else self.trace(scope)
         try:
-            if self.trace is None:
-                await self.app(scope, receive, send_with_id)
-            else:
-                with self.trace(scope):
-                    await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
+            if trace is not None and self.trace_var is not None:
+                self.trace_var.reset(trace)
 
     @staticmethod
     def _from_headers(scope: Scope) -> str | None:
