@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from api import idempotency
 from api.auth import check_auth_allowed, document_auth, install_bearer_auth
@@ -21,6 +22,8 @@ from api.runtime import Runtime
 from api.security_headers import SecurityHeaders, add_cors, cover_unhandled_errors
 from api.settings import Settings, check_cursor_secret, load_settings
 from api.tasks.registry import TaskRegistry
+
+TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 def create_app(
@@ -52,6 +55,7 @@ def create_app(
         version="1.0.0",
         summary="One FastAPI app for a laptop, AWS Lambda and Google Cloud Run.",
         lifespan=lifespan,
+        telemetry=None if settings.telemetry == "otel" else TELEMETRY_OFF,
         # Any request may meet the size limits (api/limits.py).
         responses=problems(413, 414, 431),
     )

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
 
     stage: str = "local"
     log_level: str = "INFO"
+    # FastAPI's native OpenTelemetry (spans, metrics, logs to the global providers). Off unless
+    # asked for: nothing here installs a provider, and looking for one costs every request
+    # (~3 us of a ~40 us /healthz; docs/cloudrun.md).
+    telemetry: Literal["otel", "off"] = "off"
     # Signs pagination cursors so a tampered or foreign one is refused; every
     # instance of a deployment must share it.
     cursor_secret: SecretStr = SecretStr(DEV_CURSOR_SECRET)

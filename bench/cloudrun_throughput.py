@@ -7,7 +7,10 @@
 - cold start: from process start to the first answered `GET /healthz`, ours against bare,
   interleaved, a warm-up discarded; the median of per-round ratios with its range.
 
-    .venv/bin/python bench/cloudrun_throughput.py [--rounds 3] [--duration 5] [--starts 11]
+    .venv/bin/python bench/cloudrun_throughput.py [--rounds 9] [--duration 3] [--starts 11]
+
+Many short rounds rather than a few long ones: on a shared VM one slow stretch then spoils
+one round's ratio, not the median.
 
 Needs wrk (Debian package `wrk`) and taskset (util-linux), and two cores. Traffic stays on
 127.0.0.1; every run is bounded by --duration and --rounds.
@@ -203,8 +206,8 @@ def throughput(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved wrk rounds")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved wrk rounds")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--starts", type=int, default=11, help="cold-start rounds (+1 warm-up)")
     args = parser.parse_args()

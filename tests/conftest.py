@@ -14,6 +14,7 @@ SETTING_NAMES = (
     "STAGE",
     "CURSOR_SECRET",
     "LOG_LEVEL",
+    "TELEMETRY",
     "PORT",
     "MAX_BODY_BYTES",
     "MAX_JOB_PAYLOAD_BYTES",
