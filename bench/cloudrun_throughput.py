@@ -1,7 +1,9 @@
 """The Cloud Run shape against a bare FastAPI hello world, in one run:
 
 - throughput: wrk on `GET /healthz` and on a cached `GET /v1/users/{id}` of the real server
-  (started with the Dockerfile's own command), and on `GET /healthz` of a bare FastAPI app
+  (started with the Dockerfile's own command), on `GET /healthz` of the same server with
+  FastAPI's native OpenTelemetry on (TELEMETRY=otel, as the bare app has it by default), and
+  on `GET /healthz` of a bare FastAPI app
   served with the same uvicorn settings; each server pinned to core 0, wrk to core 1;
   variants interleaved round by round after a warm-up; req/s, p99 and the ratios to bare.
 - cold start: from process start to the first answered `GET /healthz`, ours against bare,
@@ -154,9 +156,10 @@ def cold_start(ours: Server, bare: Server, starts: int) -> None:
 
 
 def throughput(
-    ours: Server, bare: Server, *, rounds: int, duration: float, connections: int
+    ours: Server, otel: Server, bare: Server, *, rounds: int, duration: float, connections: int
 ) -> None:
     ours_process, ours_port, _ = ours.start()
+    otel_process, otel_port, _ = otel.start()
     bare_process, bare_port, _ = bare.start()
     try:
         created = httpx.post(
@@ -170,6 +173,7 @@ def throughput(
         targets = {
             "bare /healthz": f"http://127.0.0.1:{bare_port}/healthz",
             "ours /healthz": f"http://127.0.0.1:{ours_port}/healthz",
+            "ours /healthz, TELEMETRY=otel": f"http://127.0.0.1:{otel_port}/healthz",
             "ours cached GET /v1/users/{id}": user_url,
         }
         for url in targets.values():
@@ -183,6 +187,7 @@ def throughput(
                 results[name].append(wrk(url, duration=duration, connections=connections))
     finally:
         stop(ours_process)
+        stop(otel_process)
         stop(bare_process)
 
     print(
@@ -195,7 +200,7 @@ def throughput(
         p99 = statistics.median(p for _, p in runs)
         ratio = [r / b for r, b in zip(rps, bare_rps, strict=True)]
         print(
-            f"  {name:32} {statistics.median(rps):9.0f} req/s  p99 {p99:6.2f} ms  "
+            f"  {name:34} {statistics.median(rps):9.0f} req/s  p99 {p99:6.2f} ms  "
             f"{spread(ratio)} x bare"
         )
     ours_rps = [rps for rps, _ in results["ours /healthz"]]
@@ -238,11 +243,21 @@ def main() -> None:
                 "STAGE": "test",
             },
         )
+        # FastAPI's native OpenTelemetry on, as in the bare app (FastAPI's default; ours is off
+        # unless TELEMETRY=otel): what the rest of our per-request work costs.
+        otel = Server(
+            "lambdarun, TELEMETRY=otel", ours.command, ROOT, {**ours.env, "TELEMETRY": "otel"}
+        )
         bare = Server("bare FastAPI", [sys.executable, "bare_app.py"], work, base_env)
         print(f"ours: {' '.join(ours.command)}   bare: uvicorn.run(FastAPI hello, same options)")
         cold_start(ours, bare, args.starts)
         throughput(
-            ours, bare, rounds=args.rounds, duration=args.duration, connections=args.connections
+            ours,
+            otel,
+            bare,
+            rounds=args.rounds,
+            duration=args.duration,
+            connections=args.connections,
         )
 
 
