@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from lambdarun_cli.local_emulator import find_emulator
+from lambdarun_cli.local_polling import Signals
 from lambdarun_cli.local_template import SqsEvent
-from lambdarun_cli.local_worker import EventSourceMapping, Signals, reported_failures
+from lambdarun_cli.local_worker import EventSourceMapping, reported_failures
 from tests.support.cfn import load_template
 from tests.support.moto_server import (
     MotoServer,
