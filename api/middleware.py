@@ -43,12 +43,11 @@ class RequestIdMiddleware:
         self.app = app
         self.decorate = decorate
         self.trace: Callable[[Scope], Token[Any]] | None = None
-        self.trace_var: ContextVar[Any] | None = None
         if trace:
             # Imported here: that module imports this one, and only Cloud Run needs it.
-            from api.cloud_logging import enter_request_trace, trace_var
+            from api.cloud_logging import enter_request_trace
 
-            self.trace, self.trace_var = enter_request_trace, trace_var
+            self.trace = enter_request_trace
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,8 +74,8 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
-            if trace is not None and self.trace_var is not None:
-                self.trace_var.reset(trace)
+            if trace is not None:
+                trace.var.reset(trace)
 
     @staticmethod
     def _from_headers(scope: Scope) -> str | None:
