@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.gcp_events import start_command  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
 
 SERVER_CORE, CLIENT_CORE = "0", "1"
 # The same uvicorn settings as handlers/cloudrun.py, written out so the bare app's process
@@ -66,13 +67,6 @@ if __name__ == "__main__":
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 _P99 = re.compile(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
 _UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -23,7 +23,8 @@ from api.jobs.submit import PayloadTooLarge, submit_job
 from api.settings import SettingsError, load_settings
 from api.tasks.registry import TaskContext, TaskRegistry
 from tests.api.conftest import drain, runtime_of
-from tests.support.gcp_events import free_port, running, server_env, start_command
+from tests.support.gcp_events import running, server_env, start_command
+from tests.support.net import free_port
 
 PROBLEM = "application/problem+json"
 LIMIT = 2048  # MAX_BODY_BYTES in these tests

@@ -23,13 +23,13 @@ from api.jobs.runner import utcnow
 from tests.support.gcp_events import (
     ServerProcess,
     binary_event,
-    free_port,
     pubsub_message,
     running,
     server_env,
     start_command,
     structured_event,
 )
+from tests.support.net import free_port
 from tests.support.pubsub import QUEUE_URL, FakePubSub, Published, running_fake_pubsub
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -24,7 +24,8 @@ from api.cloud_logging import (
     trace_var,
 )
 from api.middleware import RequestIdMiddleware, request_id_var
-from tests.support.gcp_events import free_port, running, server_env, start_command
+from tests.support.gcp_events import running, server_env, start_command
+from tests.support.net import free_port
 from tests.support.pubsub import PROJECT, FakePubSub, fake_pubsub
 
 __all__ = ["fake_pubsub"]

@@ -26,11 +26,11 @@ from tests.support.gcp_events import (
     ROOT,
     ServerProcess,
     dockerfile_stages,
-    free_port,
     running,
     server_env,
     start_command,
 )
+from tests.support.net import free_port
 from tests.support.services import missing
 
 CLOUD_RUN_GRACE = 10.0  # seconds between SIGTERM and SIGKILL on Cloud Run

@@ -26,8 +26,8 @@ from tests.support.moto_server import (
     delete_table,
     dynamodb_client,
     moto_server,
-    refused_port,
 )
+from tests.support.net import refused_port
 
 __all__ = ["aws_env", "moto_server"]  # fixtures, used by name
 

@@ -17,9 +17,9 @@ from tests.support.moto_server import (
     aws_env,
     create_queue,
     moto_server,
-    refused_port,
     sqs_client,
 )
+from tests.support.net import refused_port
 
 __all__ = ["aws_env", "moto_server"]  # fixtures, used by name
 

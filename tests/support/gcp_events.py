@@ -232,13 +232,6 @@ def start_command(target: str | None = None, path: Path = DOCKERFILE) -> list[st
     return [str(word) for word in command]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def server_env(port: int, **settings: str) -> dict[str, str]:
     """The test's environment plus PORT and settings, with this virtualenv first on PATH (so the
     image's `python` and `functions-framework` are ours) and the repository importable."""

@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from adapters import aws_clients
+from tests.support.net import free_port
 from tests.support.services import service_missing
 
 if TYPE_CHECKING:
@@ -149,21 +149,6 @@ def serve(port: int) -> None:
             return list(app(environ, start_response))
 
     run_simple("127.0.0.1", port, serialized, threaded=True, request_handler=MotoRequestHandler)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def refused_port() -> Iterator[int]:
-    """A local port that refuses connections: bound, so nobody else takes it, but not listening."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
 
 
 @contextlib.contextmanager

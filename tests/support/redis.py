@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from adapters.redis_client import redacted
+from tests.support.net import free_port
 from tests.support.services import service_missing
 
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -66,13 +67,6 @@ async def redis_keyspace(url: str | None = None) -> AsyncIterator[Keyspace]:
         if keys:
             await admin.delete(*keys)
         await admin.aclose()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class RedisServer:
