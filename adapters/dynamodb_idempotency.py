@@ -5,7 +5,6 @@ runs late, up to days)."""
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -43,9 +42,8 @@ def _when(item: Item, name: str) -> datetime:
 def _record(item: Item) -> IdempotencyRecord:
     response = None
     if "status" in item:
-        headers = tuple((name, value) for name, value in json.loads(item["headers"]["S"]))
         body = item["body"]["B"] if "body" in item else b""
-        response = StoredResponse(status=int(item["status"]["N"]), headers=headers, body=body)
+        response = StoredResponse.stored(int(item["status"]["N"]), item["headers"]["S"], body)
     return IdempotencyRecord(
         key=item["pk"]["S"].removeprefix(f"{_KIND}#"),
         fingerprint=item["fingerprint"]["S"],
@@ -105,7 +103,7 @@ class DynamoDBIdempotencyStore:
                     ExpressionAttributeNames=_NAMES,
                     ExpressionAttributeValues={
                         ":status": number(response.status),
-                        ":headers": string(json.dumps(response.headers)),
+                        ":headers": string(response.headers_json()),
                         ":body": {"B": response.body},
                         ":expires": number(math.ceil(expires_at.timestamp())),
                         ":token": string(token),

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
@@ -30,8 +29,7 @@ _TRIES = 3
 def _record(row: asyncpg.Record) -> IdempotencyRecord:
     response = None
     if row["status"] is not None:
-        headers = tuple((name, value) for name, value in json.loads(row["headers"]))
-        response = StoredResponse(status=row["status"], headers=headers, body=bytes(row["body"]))
+        response = StoredResponse.stored(row["status"], row["headers"], bytes(row["body"]))
     return IdempotencyRecord(
         key=row["key"],
         fingerprint=row["fingerprint"],
@@ -75,7 +73,7 @@ class PostgresIdempotencyStore:
             key,
             token,
             response.status,
-            json.dumps(response.headers),
+            response.headers_json(),
             response.body,
             expires_at,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -98,6 +99,16 @@ class StoredResponse:
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+
+    def headers_json(self) -> str:
+        """The headers as every store keeps them: a JSON list of [name, value] pairs."""
+        return json.dumps(self.headers)
+
+    @classmethod
+    def stored(cls, status: int, headers_json: str, body: bytes) -> StoredResponse:
+        """The answer from a store's columns (`headers_json` as `headers_json()` wrote it)."""
+        headers = tuple((name, value) for name, value in json.loads(headers_json))
+        return cls(status=status, headers=headers, body=body)
 
 
 @dataclass(frozen=True, slots=True)

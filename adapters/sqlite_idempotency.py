@@ -3,7 +3,6 @@ its connection and helpers, so the records live (and go) with the store."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from datetime import datetime
 
@@ -30,8 +29,7 @@ _TRIES = 3
 def _record(row: sqlite3.Row) -> IdempotencyRecord:
     response = None
     if row["status"] is not None:
-        headers = tuple((name, value) for name, value in json.loads(row["headers"]))
-        response = StoredResponse(status=row["status"], headers=headers, body=row["body"])
+        response = StoredResponse.stored(row["status"], row["headers"], row["body"])
     return IdempotencyRecord(
         key=row["key"],
         fingerprint=row["fingerprint"],
@@ -75,7 +73,7 @@ class SqliteIdempotencyStore:
             "UPDATE idempotency SET status = ?, headers = ?, body = ?, expires_at = ?"
             " WHERE key = ? AND token = ? AND status IS NULL RETURNING key",
             response.status,
-            json.dumps(response.headers),
+            response.headers_json(),
             response.body,
             ts(expires_at),
             key,
