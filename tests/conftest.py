@@ -1,8 +1,13 @@
-"""Shared fixtures: a clean environment for every test."""
+"""Shared fixtures: a clean environment for every test, and an HTTP client for the `app` fixture
+a test module or directory provides."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import httpx
 import pytest
+from fastapi import FastAPI
 
 # Settings read these; a developer's shell must not leak into a test.
 SETTING_NAMES = (
@@ -46,3 +51,11 @@ SETTING_NAMES = (
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in SETTING_NAMES:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over ASGI, no server: the module's or directory's own `app` fixture."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http

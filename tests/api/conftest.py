@@ -23,13 +23,6 @@ async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
         yield application
 
 
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-        yield http
-
-
 def runtime_of(app: FastAPI) -> Runtime:
     runtime: Runtime = app.state.runtime
     return runtime

@@ -30,13 +30,6 @@ async def app() -> AsyncIterator[FastAPI]:
             yield application
 
 
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-        yield http
-
-
 async def test_the_welcome_flow_runs_on_postgres(app: FastAPI, client: httpx.AsyncClient) -> None:
     user = await new_user(client)
     await drain(app)

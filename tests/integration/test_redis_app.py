@@ -36,13 +36,6 @@ async def app(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[FastAP
         yield application
 
 
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-        yield http
-
-
 async def cached_keys(server: RedisServer) -> list[bytes]:
     admin = Redis.from_url(server.url)
     try:
