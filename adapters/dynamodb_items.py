@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     Item = dict[str, AttributeValueTypeDef]
 
 USERS = "USERS"  # the gsi1 partition that lists users in creation order
+# The gsi1 partition of due jobs, sorted by due time: only a job with a due time has gsi1 keys,
+# so the index holds the outbox and nothing else of the jobs (a sparse index). Every due job
+# shares the partition key: one index partition takes ~1,000 writes/s, far above what a
+# scale-to-zero deployment sends; shard the key (DUE#0..n) before outgrowing that.
+DUE = "DUE"
 
 
 timestamp = sortable_time
@@ -90,8 +95,31 @@ def job_item(job: JobRecord) -> Item:
         "result": None if job.result is None else string(json.dumps(job.result)),
         "error": None if job.error is None else string(job.error),
         "owner": None if job.owner is None else string(job.owner),
+        **due_attributes(job.id, job.due_at),
     }
     return {k: v for k, v in values.items() if v is not None}
+
+
+def due_key(job_id: str, due_at: datetime) -> str:
+    """gsi1sk of a due job: its due time first, so the partition is in due order."""
+    return f"{timestamp(due_at)}#{job_id}"
+
+
+def due_until(now: datetime) -> str:
+    """The largest gsi1sk due at `now`: '~' sorts after every character of an id."""
+    return f"{timestamp(now)}#~"
+
+
+def due_attributes(job_id: str, due_at: datetime | None) -> dict[str, AttributeValueTypeDef | None]:
+    """due_at and the gsi1 keys that put the job in the due index, or None for each to remove
+    them."""
+    if due_at is None:
+        return {"due_at": None, "gsi1pk": None, "gsi1sk": None}
+    return {
+        "due_at": string(timestamp(due_at)),
+        "gsi1pk": string(DUE),
+        "gsi1sk": string(due_key(job_id, due_at)),
+    }
 
 
 def job_of(item: Item) -> JobRecord:
@@ -110,6 +138,7 @@ def job_of(item: Item) -> JobRecord:
         result=None if result is None else json.loads(result),
         error=read(item, "error"),
         owner=read(item, "owner"),
+        due_at=read_time(item, "due_at"),
     )
 
 
@@ -136,6 +165,10 @@ class Expression:
     def add(self, attr: str, amount: int) -> None:
         self.values[f":add_{attr}"] = number(amount)
         self._set.append(f"{self.name(attr)} = {self.name(attr)} + :add_{attr}")
+
+    def set_due(self, job_id: str, due_at: datetime | None) -> None:
+        for attr, value in due_attributes(job_id, due_at).items():
+            self.set(attr, value)
 
     @property
     def update(self) -> str:

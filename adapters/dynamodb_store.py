@@ -15,8 +15,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters import aws_clients
 from adapters.dynamodb_items import (
+    DUE,
     USERS,
     Expression,
+    due_until,
     job_item,
     job_of,
     key,
@@ -38,7 +40,7 @@ from adapters.ports import UserChanges
 from adapters.records import CLAIMABLE, JobRecord, JobStatus, Page, UserRecord
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
@@ -131,19 +133,22 @@ class DynamoDBStore:
                 return None
         raise Unavailable("store", "store: transactions kept conflicting; try again")
 
-    async def create_user(self, user: UserRecord) -> UserRecord:
+    async def create_user(self, user: UserRecord, *, jobs: Sequence[JobRecord] = ()) -> UserRecord:
         email: Item = {**key("EMAIL", user.email), "user_id": string(user.id)}
+        # One transaction: the user, its email's claim and its jobs (each its own outbox entry).
         failed = await self._transact(
             [
                 _put_new(self.table, user_item(user)),
                 _put_new(self.table, email),
+                *(_put_new(self.table, job_item(job)) for job in jobs),
             ]
         )
         if failed is None:
             return user
-        if _reasons(failed)[0] == _REASON_FAILED:
-            raise AlreadyExists(f"user {user.id} exists", field="id") from failed
-        raise AlreadyExists("email is already registered", field="email") from failed
+        which = _reasons(failed).index(_REASON_FAILED)  # the first failed item, in request order
+        if which == 1:
+            raise AlreadyExists("email is already registered", field="email") from failed
+        raise AlreadyExists("id is already taken", field="id") from failed
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         db, item_key = self._db, key("USER", user_id)
@@ -316,6 +321,7 @@ class DynamoDBStore:
         for attr in ("started_at", "updated_at"):
             e.set(attr, string(timestamp(now)))
         e.set("lease_until", string(timestamp(lease_until)))
+        e.set_due(job_id, lease_until)
         e.set("error", None)
         status, lease = e.name("status"), e.name("lease_until")
         claimable = ", ".join(sorted(f":{s.value}" for s in CLAIMABLE))
@@ -341,10 +347,45 @@ class DynamoDBStore:
         for attr in ("finished_at", "updated_at"):
             e.set(attr, string(timestamp(at)))
         e.set("lease_until", None)
+        e.set_due(job_id, None)
         e.set("result", None if result is None else string(json.dumps(result)))
         e.set("error", None if error is None else string(error))
         condition = f"{e.name('status')} = :running AND {e.name('attempts')} = :attempt"
         return await self._update_job(job_id, e, condition)
+
+    async def renew_lease(self, job_id: str, *, attempt: int, lease_until: datetime) -> bool:
+        e = Expression(running=string(JobStatus.RUNNING.value), attempt=number(attempt))
+        e.set("lease_until", string(timestamp(lease_until)))
+        e.set_due(job_id, lease_until)
+        condition = f"{e.name('status')} = :running AND {e.name('attempts')} = :attempt"
+        return await self._update_job(job_id, e, condition) is not None
+
+    async def reschedule(self, job_id: str, *, expected: datetime, due_at: datetime) -> bool:
+        e = Expression(expected=string(timestamp(expected)))
+        e.set_due(job_id, due_at)
+        condition = f"{e.name('due_at')} = :expected"
+        return await self._update_job(job_id, e, condition) is not None
+
+    async def due_jobs(self, *, now: datetime, limit: int) -> list[JobRecord]:
+        # A Query on the sparse gsi1 partition of due jobs, in due order (dynamodb_items.DUE).
+        # Index reads are eventually consistent: a job may show here just after it stopped
+        # being due, which the sender's conditional reschedule catches.
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "gsi1",
+            "KeyConditionExpression": "gsi1pk = :due AND gsi1sk <= :until",
+            "ExpressionAttributeValues": {":due": string(DUE), ":until": string(due_until(now))},
+        }
+        items: list[Item] = []
+        while len(items) < limit:
+            answer = await self._call(
+                functools.partial(self._db.query, **query, Limit=limit - len(items))
+            )
+            items += answer["Items"]
+            if "LastEvaluatedKey" not in answer:
+                break
+            query["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        return [job_of(item) for item in items]
 
     async def _update_job(self, job_id: str, e: Expression, condition: str) -> JobRecord | None:
         db = self._db
@@ -365,10 +406,6 @@ class DynamoDBStore:
                 raise
             return None
         return job_of(answer["Attributes"])
-
-    async def delete_job(self, job_id: str) -> None:
-        db, item_key = self._db, key("JOB", job_id)
-        await self._call(lambda: db.delete_item(TableName=self.table, Key=item_key))
 
 
 def _put_new(table: str, item: Item) -> TransactWriteItemTypeDef:

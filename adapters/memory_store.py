@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+from collections.abc import Sequence
 from datetime import datetime
 
 from adapters.errors import AlreadyExists, NotFound, VersionConflict
@@ -21,6 +22,7 @@ class MemoryStore:
         self._user_ids: list[str] = []  # sorted; ids are time-ordered, so this is creation order
         self._emails: dict[str, str] = {}
         self._jobs: dict[str, JobRecord] = {}
+        self._due: dict[str, datetime] = {}  # job id -> due_at, for the jobs that have one
 
     async def open(self) -> None:
         return None
@@ -31,14 +33,17 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
-    async def create_user(self, user: UserRecord) -> UserRecord:
+    async def create_user(self, user: UserRecord, *, jobs: Sequence[JobRecord] = ()) -> UserRecord:
         if user.id in self._users:
             raise AlreadyExists(f"user {user.id} exists", field="id")
         if user.email in self._emails:
             raise AlreadyExists("email is already registered", field="email")
+        self._check_new_jobs(jobs)
         self._users[user.id] = user
         self._emails[user.email] = user.id
         bisect.insort(self._user_ids, user.id)
+        for job in jobs:
+            self._put_job(job)
         return user
 
     async def get_user(self, user_id: str) -> UserRecord | None:
@@ -82,10 +87,23 @@ class MemoryStore:
         del self._emails[user.email]
         self._user_ids.remove(user_id)
 
+    def _check_new_jobs(self, jobs: Sequence[JobRecord]) -> None:
+        ids = [job.id for job in jobs]
+        if len(set(ids)) != len(ids) or any(i in self._jobs for i in ids):
+            raise AlreadyExists("job id is already taken", field="id")
+
+    def _put_job(self, job: JobRecord) -> JobRecord:
+        stored = job.replace(payload=copy.deepcopy(job.payload), result=copy.deepcopy(job.result))
+        self._jobs[job.id] = stored
+        if stored.due_at is None:
+            self._due.pop(job.id, None)
+        else:
+            self._due[job.id] = stored.due_at
+        return stored
+
     async def create_job(self, job: JobRecord) -> JobRecord:
-        if job.id in self._jobs:
-            raise AlreadyExists(f"job {job.id} exists", field="id")
-        self._jobs[job.id] = job.replace(payload=copy.deepcopy(job.payload))
+        self._check_new_jobs([job])
+        self._put_job(job)
         return job
 
     async def get_job(self, job_id: str) -> JobRecord | None:
@@ -97,16 +115,24 @@ class MemoryStore:
         job = self._jobs.get(job_id)
         if job is None or not can_claim(job, now):
             return None
-        claimed = job.replace(
-            status=JobStatus.RUNNING,
-            attempts=job.attempts + 1,
-            started_at=now,
-            updated_at=now,
-            lease_until=lease_until,
-            error=None,
+        return self._put_job(
+            job.replace(
+                status=JobStatus.RUNNING,
+                attempts=job.attempts + 1,
+                started_at=now,
+                updated_at=now,
+                lease_until=lease_until,
+                due_at=lease_until,
+                error=None,
+            )
         )
-        self._jobs[job_id] = claimed
-        return claimed
+
+    async def renew_lease(self, job_id: str, *, attempt: int, lease_until: datetime) -> bool:
+        job = self._jobs.get(job_id)
+        if job is None or job.status is not JobStatus.RUNNING or job.attempts != attempt:
+            return False
+        self._put_job(job.replace(lease_until=lease_until, due_at=lease_until))
+        return True
 
     async def finish_job(
         self,
@@ -121,16 +147,25 @@ class MemoryStore:
         job = self._jobs.get(job_id)
         if job is None or job.status is not JobStatus.RUNNING or job.attempts != attempt:
             return None
-        finished = job.replace(
-            status=status,
-            finished_at=at,
-            updated_at=at,
-            lease_until=None,
-            result=copy.deepcopy(result),
-            error=error,
+        return self._put_job(
+            job.replace(
+                status=status,
+                finished_at=at,
+                updated_at=at,
+                lease_until=None,
+                due_at=None,
+                result=result,
+                error=error,
+            )
         )
-        self._jobs[job_id] = finished
-        return finished
 
-    async def delete_job(self, job_id: str) -> None:
-        self._jobs.pop(job_id, None)
+    async def reschedule(self, job_id: str, *, expected: datetime, due_at: datetime) -> bool:
+        job = self._jobs.get(job_id)
+        if job is None or job.due_at != expected:
+            return False
+        self._put_job(job.replace(due_at=due_at))
+        return True
+
+    async def due_jobs(self, *, now: datetime, limit: int) -> list[JobRecord]:
+        due = sorted((at, job_id) for job_id, at in self._due.items() if at <= now)
+        return [self._jobs[job_id] for _, job_id in due[:limit]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypedDict, runtime_checkable
@@ -39,10 +39,14 @@ class UserChanges(TypedDict, total=False):
 
 
 class Store(Resource, Protocol):
-    """Users and jobs. Every rule below is enforced by the store's own conditional writes."""
+    """Users and jobs. Every rule below is enforced by the store's own conditional writes.
 
-    async def create_user(self, user: UserRecord) -> UserRecord:
-        """Insert; `AlreadyExists` if the id or the email is taken."""
+    A job is its own outbox entry: it is written in the same atomic write as whatever asked for
+    it, with `due_at` set, and `due_jobs` finds the ones whose message must be (re)sent."""
+
+    async def create_user(self, user: UserRecord, *, jobs: Sequence[JobRecord] = ()) -> UserRecord:
+        """Insert the user and its new `jobs` in one atomic write; `AlreadyExists` if the user's
+        id or email, or a job's id, is taken (and then nothing is written)."""
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         """The user, or None."""
@@ -64,7 +68,7 @@ class Store(Resource, Protocol):
         """Remove; `NotFound` if absent."""
 
     async def create_job(self, job: JobRecord) -> JobRecord:
-        """Insert a new job; `AlreadyExists` if the id is taken."""
+        """Insert a new job (with its `due_at`); `AlreadyExists` if the id is taken."""
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         """The job, or None."""
@@ -73,7 +77,11 @@ class Store(Resource, Protocol):
         self, job_id: str, *, now: datetime, lease_until: datetime
     ) -> JobRecord | None:
         """Atomically move a claimable job (see `records.can_claim`) to running, counting the
-        attempt; None when it is missing or not claimable."""
+        attempt and making it due when the lease ends; None when missing or not claimable."""
+
+    async def renew_lease(self, job_id: str, *, attempt: int, lease_until: datetime) -> bool:
+        """Extend the lease (and the due time) of the claim that counted `attempt`; False if
+        that claim no longer holds the job."""
 
     async def finish_job(
         self,
@@ -85,11 +93,17 @@ class Store(Resource, Protocol):
         result: dict[str, object] | None = None,
         error: str | None = None,
     ) -> JobRecord | None:
-        """Record the outcome of the claim that counted `attempt`; None if another claim has
-        taken the job since (the lease ran out), so a late worker cannot overwrite it."""
+        """Record the outcome of the claim that counted `attempt` and clear the due time; None
+        if another claim has taken the job since (the lease ran out), so a late worker cannot
+        overwrite it."""
 
-    async def delete_job(self, job_id: str) -> None:
-        """Remove a job (used to undo a submission whose message could not be sent)."""
+    async def reschedule(self, job_id: str, *, expected: datetime, due_at: datetime) -> bool:
+        """Move the job's due time from `expected` to `due_at` in one conditional write; False
+        if it is no longer `expected` (a claim, a finish or another sender came first)."""
+
+    async def due_jobs(self, *, now: datetime, limit: int) -> list[JobRecord]:
+        """Up to `limit` jobs whose due time is at or before `now`, the earliest first, read
+        from an index of due jobs (never a scan of every job)."""
 
 
 class Disposition(enum.StrEnum):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -97,7 +97,44 @@ def _job(row: asyncpg.Record) -> JobRecord:
         result=None if row["result"] is None else json.loads(row["result"]),
         error=row["error"],
         owner=row["owner"],
+        due_at=row["due_at"],
     )
+
+
+_JOB_COLUMNS = (
+    "id, task, payload, status, created_at, updated_at, attempts, started_at, finished_at,"
+    " lease_until, result, error, owner, due_at"
+)
+_JOB_WIDTH = len(_JOB_COLUMNS.split(","))
+
+
+def _job_values(job: JobRecord) -> list[object]:
+    """The row of `_JOB_COLUMNS` for `job`."""
+    return [
+        job.id,
+        job.task,
+        _json(job.payload),
+        job.status.value,
+        job.created_at,
+        job.updated_at,
+        job.attempts,
+        job.started_at,
+        job.finished_at,
+        job.lease_until,
+        _json(job.result),
+        job.error,
+        job.owner,
+        job.due_at,
+    ]
+
+
+def _insert_jobs(jobs: Sequence[JobRecord], first: int) -> str:
+    """`INSERT INTO jobs ... VALUES (...), (...)` for `jobs`, numbering parameters from `first`."""
+    rows = ", ".join(
+        "(" + ", ".join(f"${first + n * _JOB_WIDTH + i}" for i in range(_JOB_WIDTH)) + ")"
+        for n in range(len(jobs))
+    )
+    return f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES {rows}"  # noqa: S608 - numbered parameters
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -188,10 +225,12 @@ class PostgresStore:
             row: asyncpg.Record | None = await conn.fetchrow(sql, *args)
             return row
 
-    async def create_user(self, user: UserRecord) -> UserRecord:
-        await self._fetchrow(
+    async def create_user(self, user: UserRecord, *, jobs: Sequence[JobRecord] = ()) -> UserRecord:
+        insert_user = (
             "INSERT INTO users (id, email, name, created_at, updated_at, version, welcomed_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        )
+        args: list[object] = [
             user.id,
             user.email,
             user.name,
@@ -199,7 +238,16 @@ class PostgresStore:
             user.updated_at,
             user.version,
             user.welcomed_at,
-        )
+        ]
+        if jobs:
+            # One statement, so one round trip and atomic without BEGIN/COMMIT: the jobs are
+            # written only if the user is (a data-modifying CTE runs in the statement's snapshot).
+            insert_user = f"WITH new_user AS ({insert_user} RETURNING id) " + _insert_jobs(
+                jobs, first=len(args) + 1
+            )
+            for job in jobs:
+                args += _job_values(job)
+        await self._fetchrow(insert_user, *args)
         return user
 
     async def get_user(self, user_id: str) -> UserRecord | None:
@@ -248,24 +296,7 @@ class PostgresStore:
             raise NotFound(f"user {user_id}")
 
     async def create_job(self, job: JobRecord) -> JobRecord:
-        await self._fetchrow(
-            "INSERT INTO jobs (id, task, payload, status, created_at, updated_at, attempts,"
-            " started_at, finished_at, lease_until, result, error, owner)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            job.id,
-            job.task,
-            _json(job.payload),
-            job.status.value,
-            job.created_at,
-            job.updated_at,
-            job.attempts,
-            job.started_at,
-            job.finished_at,
-            job.lease_until,
-            _json(job.result),
-            job.error,
-            job.owner,
-        )
+        await self._fetchrow(_insert_jobs([job], first=1), *_job_values(job))
         return job
 
     async def get_job(self, job_id: str) -> JobRecord | None:
@@ -279,7 +310,7 @@ class PostgresStore:
         # row lock and each re-checks it on the row the winner wrote: exactly one matches.
         row = await self._fetchrow(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = $2,"
-            " updated_at = $2, lease_until = $3, error = NULL WHERE id = $1"
+            " updated_at = $2, lease_until = $3, due_at = $3, error = NULL WHERE id = $1"
             " AND (status IN ('queued', 'failed') OR (status = 'running' AND lease_until < $2))"
             " RETURNING *",
             job_id,
@@ -287,6 +318,16 @@ class PostgresStore:
             lease_until,
         )
         return None if row is None else _job(row)
+
+    async def renew_lease(self, job_id: str, *, attempt: int, lease_until: datetime) -> bool:
+        row = await self._fetchrow(
+            "UPDATE jobs SET lease_until = $3, due_at = $3 WHERE id = $1 AND status = 'running'"
+            " AND attempts = $2 RETURNING id",
+            job_id,
+            attempt,
+            lease_until,
+        )
+        return row is not None
 
     async def finish_job(
         self,
@@ -300,8 +341,8 @@ class PostgresStore:
     ) -> JobRecord | None:
         row = await self._fetchrow(
             "UPDATE jobs SET status = $3, finished_at = $4, updated_at = $4, lease_until = NULL,"
-            " result = $5, error = $6 WHERE id = $1 AND status = 'running' AND attempts = $2"
-            " RETURNING *",
+            " due_at = NULL, result = $5, error = $6 WHERE id = $1 AND status = 'running'"
+            " AND attempts = $2 RETURNING *",
             job_id,
             attempt,
             status.value,
@@ -311,5 +352,18 @@ class PostgresStore:
         )
         return None if row is None else _job(row)
 
-    async def delete_job(self, job_id: str) -> None:
-        await self._fetchrow("DELETE FROM jobs WHERE id = $1", job_id)
+    async def reschedule(self, job_id: str, *, expected: datetime, due_at: datetime) -> bool:
+        row = await self._fetchrow(
+            "UPDATE jobs SET due_at = $3 WHERE id = $1 AND due_at = $2 RETURNING id",
+            job_id,
+            expected,
+            due_at,
+        )
+        return row is not None
+
+    async def due_jobs(self, *, now: datetime, limit: int) -> list[JobRecord]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM jobs WHERE due_at <= $1 ORDER BY due_at LIMIT $2", now, limit
+            )
+        return [_job(row) for row in rows]

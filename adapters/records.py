@@ -52,6 +52,10 @@ class JobRecord:
     # The submitter's subject (the token's `sub`); None when AUTH=off. Only the owner, or a
     # holder of jobs:admin, may read the job.
     owner: str | None = None
+    # When the sweeper should (re)send this job's message if nothing else has happened by then
+    # (docs/jobs.md): the outbox entry. Set at creation (a grace for the request's own send),
+    # moved on by each send and claim, cleared when the job ends.
+    due_at: datetime | None = None
 
     def replace(self, **changes: Any) -> JobRecord:
         return dataclasses.replace(self, **changes)
@@ -74,6 +78,15 @@ class JobMessage:
     payload: dict[str, Any]
     version: int = 1
     attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleTick:
+    """A scheduler's call to run one scheduled task (EventBridge Scheduler invoking the worker,
+    Cloud Scheduler publishing to the jobs topic, the in-process scheduler)."""
+
+    schedule: str
+    scheduled_time: datetime | None = None  # when the scheduler meant it to run, if it says
 
 
 def sortable_time(value: datetime) -> str:

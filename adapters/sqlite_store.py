@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +42,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_until TEXT,
     result      TEXT,
     error       TEXT,
-    owner       TEXT
+    owner       TEXT,
+    due_at      TEXT
 );
 -- Idempotency-Key records (adapters/sqlite_idempotency.py); status NULL while in progress.
 CREATE TABLE IF NOT EXISTS idempotency (
@@ -54,12 +59,21 @@ CREATE TABLE IF NOT EXISTS idempotency (
 """
 # Columns added after their table was first made. CREATE TABLE IF NOT EXISTS leaves an existing
 # development database as it is, so open() adds them there.
-_ADDED_COLUMNS = (("jobs", "owner", "TEXT"),)
+_ADDED_COLUMNS = (("jobs", "owner", "TEXT"), ("jobs", "due_at", "TEXT"))
+# After the columns exist. Partial: only jobs with a due time are in it, which is what the
+# sweeper reads.
+_INDEXES = "CREATE INDEX IF NOT EXISTS jobs_due_at ON jobs (due_at) WHERE due_at IS NOT NULL"
+_JOB_COLUMNS = (
+    "id, task, payload, status, created_at, updated_at, attempts, started_at, finished_at,"
+    " lease_until, result, error, owner, due_at"
+)
 _USER_COLUMNS = ("email", "name", "welcomed_at")
+_PLACEHOLDERS = ", ".join("?" for _ in _JOB_COLUMNS.split(","))
+_INSERT_JOB = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({_PLACEHOLDERS})"  # noqa: S608
 # The claim rule of records.can_claim, as one conditional write.
 _CLAIM_SQL = (
     "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?,"
-    " updated_at = ?, lease_until = ?, error = NULL WHERE id = ?"
+    " updated_at = ?, lease_until = ?, due_at = ?, error = NULL WHERE id = ?"
     " AND (status IN ('queued', 'failed') OR (status = 'running' AND lease_until < ?))"
     " RETURNING *"
 )
@@ -100,6 +114,27 @@ def _job(row: sqlite3.Row) -> JobRecord:
         result=None if row["result"] is None else json.loads(row["result"]),
         error=row["error"],
         owner=row["owner"],
+        due_at=_dt(row["due_at"]),
+    )
+
+
+def _job_values(job: JobRecord) -> tuple[Any, ...]:
+    """The row of `_JOB_COLUMNS` for `job`."""
+    return (
+        job.id,
+        job.task,
+        json.dumps(job.payload),
+        job.status.value,
+        _ts(job.created_at),
+        _ts(job.updated_at),
+        job.attempts,
+        _ts(job.started_at),
+        _ts(job.finished_at),
+        _ts(job.lease_until),
+        None if job.result is None else json.dumps(job.result),
+        job.error,
+        job.owner,
+        _ts(job.due_at),
     )
 
 
@@ -121,6 +156,10 @@ class SqliteStore:
     def __init__(self, path: str) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        # One connection serves every coroutine, and a transaction spans several statements:
+        # the lock keeps another coroutine's statement from landing inside one (aiosqlite runs
+        # statements one at a time, but in whatever order coroutines await them).
+        self._lock = asyncio.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -140,6 +179,7 @@ class SqliteStore:
             await db.execute("PRAGMA busy_timeout=5000")
             await db.executescript(_SCHEMA)
             await _add_columns(db)
+            await db.execute(_INDEXES)
         except sqlite3.Error as exc:
             raise Unavailable("store", f"cannot open SQLite database {self.path}: {exc}") from exc
         self._db = db
@@ -158,38 +198,59 @@ class SqliteStore:
             raise Unavailable("store", "SQLite store is not open")
         return self._db
 
-    async def _fetchone(self, sql: str, *args: Any) -> sqlite3.Row | None:
+    async def _run(self, sql: str, args: Sequence[Any]) -> list[sqlite3.Row]:
+        """One statement on the connection; the caller holds the lock."""
         try:
             async with self._conn.execute(sql, args) as cursor:
-                row: sqlite3.Row | None = await cursor.fetchone()
-                return row
+                return list(await cursor.fetchall())
         except sqlite3.IntegrityError:
             raise
         except (sqlite3.Error, ValueError) as exc:  # aiosqlite: ValueError once closed
             raise Unavailable("store", f"SQLite: {exc}") from exc
 
-    async def _fetchall(self, sql: str, *args: Any) -> list[sqlite3.Row]:
-        try:
-            async with self._conn.execute(sql, args) as cursor:
-                return list(await cursor.fetchall())
-        except (sqlite3.Error, ValueError) as exc:
-            raise Unavailable("store", f"SQLite: {exc}") from exc
+    async def _fetchone(self, sql: str, *args: Any) -> sqlite3.Row | None:
+        async with self._lock:
+            rows = await self._run(sql, args)
+        return rows[0] if rows else None
 
-    async def create_user(self, user: UserRecord) -> UserRecord:
+    async def _fetchall(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        async with self._lock:
+            return await self._run(sql, args)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """Statements run through `_run` inside commit together or not at all. IMMEDIATE takes
+        the write lock at BEGIN, so a busy database fails here rather than at COMMIT."""
+        async with self._lock:
+            await self._run("BEGIN IMMEDIATE", ())
+            try:
+                yield
+            except BaseException:
+                with contextlib.suppress(Unavailable):  # else the connection, and it, are gone
+                    await self._run("ROLLBACK", ())
+                raise
+            await self._run("COMMIT", ())
+
+    async def create_user(self, user: UserRecord, *, jobs: Sequence[JobRecord] = ()) -> UserRecord:
         try:
-            await self._fetchone(
-                "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?)",
-                user.id,
-                user.email,
-                user.name,
-                _ts(user.created_at),
-                _ts(user.updated_at),
-                user.version,
-                _ts(user.welcomed_at),
-            )
+            async with self._transaction():
+                await self._run(
+                    "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        user.id,
+                        user.email,
+                        user.name,
+                        _ts(user.created_at),
+                        _ts(user.updated_at),
+                        user.version,
+                        _ts(user.welcomed_at),
+                    ),
+                )
+                for job in jobs:
+                    await self._run(_INSERT_JOB, _job_values(job))
         except sqlite3.IntegrityError as exc:
             field = "email" if "users.email" in str(exc) else "id"
-            raise AlreadyExists(f"user {field} is already registered", field=field) from exc
+            raise AlreadyExists(f"{field} is already registered", field=field) from exc
         return user
 
     async def get_user(self, user_id: str) -> UserRecord | None:
@@ -237,24 +298,7 @@ class SqliteStore:
 
     async def create_job(self, job: JobRecord) -> JobRecord:
         try:
-            await self._fetchone(
-                "INSERT INTO jobs (id, task, payload, status, created_at, updated_at, attempts,"
-                " started_at, finished_at, lease_until, result, error, owner)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                job.id,
-                job.task,
-                json.dumps(job.payload),
-                job.status.value,
-                _ts(job.created_at),
-                _ts(job.updated_at),
-                job.attempts,
-                _ts(job.started_at),
-                _ts(job.finished_at),
-                _ts(job.lease_until),
-                None if job.result is None else json.dumps(job.result),
-                job.error,
-                job.owner,
-            )
+            await self._fetchone(_INSERT_JOB, *_job_values(job))
         except sqlite3.IntegrityError as exc:
             raise AlreadyExists(f"job {job.id} exists", field="id") from exc
         return job
@@ -267,14 +311,20 @@ class SqliteStore:
         self, job_id: str, *, now: datetime, lease_until: datetime
     ) -> JobRecord | None:
         row = await self._fetchone(
-            _CLAIM_SQL,
-            _ts(now),
-            _ts(now),
-            _ts(lease_until),
-            job_id,
-            _ts(now),
+            _CLAIM_SQL, _ts(now), _ts(now), _ts(lease_until), _ts(lease_until), job_id, _ts(now)
         )
         return None if row is None else _job(row)
+
+    async def renew_lease(self, job_id: str, *, attempt: int, lease_until: datetime) -> bool:
+        row = await self._fetchone(
+            "UPDATE jobs SET lease_until = ?, due_at = ? WHERE id = ? AND status = 'running'"
+            " AND attempts = ? RETURNING id",
+            _ts(lease_until),
+            _ts(lease_until),
+            job_id,
+            attempt,
+        )
+        return row is not None
 
     async def finish_job(
         self,
@@ -288,8 +338,8 @@ class SqliteStore:
     ) -> JobRecord | None:
         row = await self._fetchone(
             "UPDATE jobs SET status = ?, finished_at = ?, updated_at = ?, lease_until = NULL,"
-            " result = ?, error = ? WHERE id = ? AND status = 'running' AND attempts = ?"
-            " RETURNING *",
+            " due_at = NULL, result = ?, error = ? WHERE id = ? AND status = 'running'"
+            " AND attempts = ? RETURNING *",
             status.value,
             _ts(at),
             _ts(at),
@@ -300,5 +350,17 @@ class SqliteStore:
         )
         return None if row is None else _job(row)
 
-    async def delete_job(self, job_id: str) -> None:
-        await self._fetchone("DELETE FROM jobs WHERE id = ?", job_id)
+    async def reschedule(self, job_id: str, *, expected: datetime, due_at: datetime) -> bool:
+        row = await self._fetchone(
+            "UPDATE jobs SET due_at = ? WHERE id = ? AND due_at = ? RETURNING id",
+            _ts(due_at),
+            job_id,
+            _ts(expected),
+        )
+        return row is not None
+
+    async def due_jobs(self, *, now: datetime, limit: int) -> list[JobRecord]:
+        rows = await self._fetchall(
+            "SELECT * FROM jobs WHERE due_at <= ? ORDER BY due_at LIMIT ?", _ts(now), limit
+        )
+        return [_job(row) for row in rows]

@@ -21,10 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.messages import PoisonMessage, decode_body
 from adapters.ports import Disposition
-from adapters.records import JobMessage
+from adapters.records import JobMessage, ScheduleTick
 from api.cloud_logging import trace_scope
 from api.deps import RuntimeDep
 from api.errors import Problem, problem_type
+from api.runtime import Runtime, UnknownSchedule
 
 PUSH_PATH = "/internal/pubsub/push"
 logger = logging.getLogger(__name__)
@@ -56,8 +57,9 @@ class PushEnvelope(BaseModel):
     delivery_attempt: int | None = Field(default=None, alias="deliveryAttempt")
 
 
-def job_message_from(message: PubSubMessage) -> JobMessage:
-    """Decode a Pub/Sub message into a job message; `PoisonMessage` if no run could use it."""
+def job_message_from(message: PubSubMessage) -> JobMessage | ScheduleTick:
+    """Decode a Pub/Sub message into a job message (or Cloud Scheduler's tick); `PoisonMessage`
+    if no run could use it."""
     try:
         body = base64.b64decode(message.data, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -87,8 +89,10 @@ def build_router(verifier: PushVerifier) -> APIRouter:
             raise Problem(
                 400, f"Not a usable job message: {exc}", type=problem_type("poison-message")
             ) from exc
+        if isinstance(message, ScheduleTick):
+            return await _tick(runtime, message)
         with trace_scope(message.attributes.get("traceparent")):
-            disposition = await runtime.runner.handle(message)
+            disposition = await runtime.deliver(message)
         if disposition is Disposition.RETRY:
             logger.warning("pubsub push: job %s not done; Pub/Sub will redeliver", message.job_id)
             raise Problem(
@@ -100,3 +104,21 @@ def build_router(verifier: PushVerifier) -> APIRouter:
         return Response(status_code=204)
 
     return router
+
+
+async def _tick(runtime: Runtime, tick: ScheduleTick) -> Response:
+    """Cloud Scheduler's tick, published to the jobs topic: run that scheduled task."""
+    try:
+        disposition = await runtime.deliver(tick)
+    except UnknownSchedule as exc:
+        logger.error("pubsub push: no scheduled task %s here; it will be dead-lettered", exc)
+        raise Problem(
+            400, f"No scheduled task {exc} here.", type=problem_type("poison-message")
+        ) from exc
+    if disposition is Disposition.RETRY:
+        raise Problem(
+            500,
+            "The scheduled task could not run; the tick will be delivered again.",
+            type=problem_type("job-retry"),
+        )
+    return Response(status_code=204)

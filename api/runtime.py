@@ -1,23 +1,31 @@
-"""Everything one process needs, built once from settings: adapters, task registry, job runner.
-HTTP (FastAPI lifespan) and the queue workers share it; it imports no web framework."""
+"""Everything one process needs, built once from settings: adapters, task registry, job runner,
+outbox. HTTP (FastAPI lifespan) and the queue workers share it; it imports no web framework."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from adapters.bootstrap import AdapterOptions, Adapters, build_adapters
-from adapters.ports import LocalConsumer
+from adapters.errors import Unavailable
+from adapters.ports import Disposition, LocalConsumer
+from adapters.records import JobMessage, ScheduleTick
 from api.caching import FailOpenCache
-from api.jobs.runner import JobRunner
+from api.jobs.local_scheduler import LocalScheduler
+from api.jobs.outbox import Outbox
+from api.jobs.runner import JobRunner, utcnow
 from api.settings import Settings
-from api.tasks.registry import TaskRegistry
+from api.tasks.registry import ScheduleContext, TaskRegistry, TaskResult
 
 logger = logging.getLogger(__name__)
 
 # Failing these makes the service unready; the cache and rate limiter fail open instead.
 ESSENTIAL = frozenset({"store", "queue"})
+
+
+class UnknownSchedule(LookupError):
+    """A scheduler asked for a scheduled task this build does not have."""
 
 
 @dataclass(slots=True)
@@ -26,6 +34,8 @@ class Runtime:
     adapters: Adapters
     registry: TaskRegistry
     runner: JobRunner
+    outbox: Outbox
+    local_scheduler: LocalScheduler | None = field(default=None, init=False)
 
     @classmethod
     def build(cls, settings: Settings, registry: TaskRegistry | None = None) -> Runtime:
@@ -55,15 +65,64 @@ class Runtime:
             registry=registry,
             lease=timedelta(seconds=settings.job_lease_seconds),
         )
-        return cls(settings=settings, adapters=adapters, registry=registry, runner=runner)
+        outbox = Outbox(
+            store=adapters.store,
+            queue=adapters.queue,
+            grace=timedelta(seconds=settings.outbox_grace_seconds),
+            resend_after=timedelta(seconds=settings.job_resend_after),
+            batch=settings.sweep_batch,
+        )
+        return cls(
+            settings=settings, adapters=adapters, registry=registry, runner=runner, outbox=outbox
+        )
 
     async def start(self) -> None:
         await self.adapters.open()
         if isinstance(self.adapters.queue, LocalConsumer):
+            # This process is its own worker, so it is its own scheduler too.
             self.adapters.queue.start_consuming(self.runner.handle)
+            self.local_scheduler = LocalScheduler(
+                self.registry.schedules(),
+                self.run_schedule,
+                sweep_every=self.settings.local_sweep_seconds,
+                clock=utcnow,
+            )
+            self.local_scheduler.start()
 
     async def stop(self) -> None:
+        if self.local_scheduler is not None:
+            await self.local_scheduler.stop()
+            self.local_scheduler = None
         await self.adapters.close()
+
+    async def run_schedule(self, name: str, *, scheduled_for: datetime | None = None) -> TaskResult:
+        """Run the scheduled task `name` once, now; `UnknownSchedule` if there is none."""
+        schedule = self.registry.scheduled(name)
+        if schedule is None:
+            raise UnknownSchedule(name)
+        now = utcnow()
+        context = ScheduleContext(
+            store=self.adapters.store,
+            cache=self.adapters.cache,
+            outbox=self.outbox,
+            now=now,
+            scheduled_for=scheduled_for or now,
+        )
+        return await schedule.run(context)
+
+    async def deliver(self, item: JobMessage | ScheduleTick) -> Disposition:
+        """What every worker does with what its queue or scheduler hands it: run the job, or
+        the scheduled task, and say whether the delivery is done. An unknown schedule raises
+        `UnknownSchedule`: no redelivery can fix it."""
+        if isinstance(item, JobMessage):
+            return await self.runner.handle(item)
+        try:
+            result = await self.run_schedule(item.schedule, scheduled_for=item.scheduled_time)
+        except Unavailable as exc:
+            logger.warning("scheduled task %s: %s; will retry", item.schedule, exc)
+            return Disposition.RETRY
+        logger.info("scheduled task %s: %s", item.schedule, result)
+        return Disposition.ACK
 
     async def readiness(self) -> tuple[bool, dict[str, str]]:
         """(ready, state per adapter). Only the store and the queue can make the service unready."""

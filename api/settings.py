@@ -60,7 +60,7 @@ def _check_scheme(value: str, allowed: frozenset[str], setting: str) -> str:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
-    # One URL per port; the scheme chooses the adapter (DESIGN.md, "Configuration").
+    # One URL per port; the scheme chooses the adapter (docs/architecture.md, "Settings").
     database_url: str = "sqlite:///./.lambdarun/dev.db"
     queue_url: str = "inprocess://"
     cache_url: str = "memory://"
@@ -90,8 +90,20 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: Annotated[int, Field(ge=0, le=300)] = 30  # clock skew on exp, nbf, iat
 
     cache_ttl_seconds: Annotated[int, Field(ge=1, le=86400)] = 30
-    job_lease_seconds: Annotated[int, Field(ge=1, le=43200)] = 300
+    # A running job holds its claim this long; the runner renews it every third of it while
+    # the task runs, so a dead worker's job is taken over soon after (docs/jobs.md).
+    job_lease_seconds: Annotated[float, Field(gt=0, le=43200)] = 30
     job_max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    # The outbox (docs/jobs.md): a committed job waits this long for its request to send its
+    # message before the sweeper sends it; a sent job that has not started by JOB_RESEND_SECONDS
+    # is sent again (default 10 s for the in-process queue, whose messages die with the process,
+    # and 900 s for SQS and Pub/Sub, whose messages outlive a retry cycle of the queue).
+    outbox_grace_seconds: Annotated[float, Field(gt=0, le=3600)] = 10
+    job_resend_seconds: Annotated[float | None, Field(gt=0, le=86400)] = None
+    # In-process (make dev): the sweeper runs at start-up and then this often. In the cloud it
+    # runs on its schedule (jobs.sweep: every minute).
+    local_sweep_seconds: Annotated[float, Field(gt=0, le=3600)] = 5
+    sweep_batch: Annotated[int, Field(ge=1, le=10000)] = 500
     readiness_timeout: Annotated[float, Field(gt=0, le=30)] = 2.0
     db_pool_max: Annotated[int, Field(ge=1, le=100)] = 5
     io_timeout: Annotated[float, Field(gt=0, le=30)] = 2.0
@@ -216,6 +228,19 @@ class Settings(BaseSettings):
             )
             object.__setattr__(self, "rate_limit_url", shared)
         return self
+
+    @model_validator(mode="after")
+    def _default_job_resend(self) -> Settings:
+        if self.job_resend_seconds is None:
+            local = scheme_of(self.queue_url) == "inprocess"
+            object.__setattr__(self, "job_resend_seconds", 10.0 if local else 900.0)
+        return self
+
+    @property
+    def job_resend_after(self) -> float:
+        """JOB_RESEND_SECONDS, with its default filled in."""
+        assert self.job_resend_seconds is not None  # noqa: S101 - filled in by the validator
+        return self.job_resend_seconds
 
     @property
     def rate_limit_parsed(self) -> tuple[int, int] | None:

@@ -1,6 +1,10 @@
-"""AWS Lambda SQS worker: each record is one job message for the shared job runner. Records run
-concurrently; failures are reported one by one (`batchItemFailures`) so SQS redelivers only
-those, and dead-letters them after the queue's maxReceiveCount."""
+"""AWS Lambda worker: SQS batches and EventBridge Scheduler ticks.
+
+An SQS record is one job message for the shared job runner. Records run concurrently; failures
+are reported one by one (`batchItemFailures`) so SQS redelivers only those, and dead-letters
+them after the queue's maxReceiveCount. A schedule event (template.yaml's ScheduleV2 events,
+`{"schedule": NAME, "version": 1, "time": ...}`) runs that scheduled task, the outbox's sweeper
+among them; a failure raises, so Lambda's asynchronous retries run it again."""
 
 from __future__ import annotations
 
@@ -23,8 +27,9 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord  # noqa: E402
 from aws_lambda_powertools.utilities.typing import LambdaContext  # noqa: E402
 
-from adapters.messages import PoisonMessage, decode_body  # noqa: E402
+from adapters.messages import PoisonMessage, decode_body, decode_object  # noqa: E402
 from adapters.ports import Disposition  # noqa: E402
+from adapters.records import ScheduleTick  # noqa: E402
 from api.runtime import Runtime  # noqa: E402
 from api.settings import load_settings  # noqa: E402
 from handlers.lambda_environment import ExecutionEnvironment  # noqa: E402
@@ -34,6 +39,10 @@ from handlers.lambda_secrets import resolve_secrets  # noqa: E402
 
 class JobNotDone(Exception):
     """The job asked to be delivered again (it failed, or another worker holds it)."""
+
+
+class UnsupportedEvent(TypeError):
+    """The function was invoked with neither an SQS batch nor a schedule tick."""
 
 
 logger: Logger = make_logger()
@@ -70,20 +79,42 @@ async def run_record(record: SQSRecord) -> None:
     }
     try:
         message = decode_body(record.body, attributes)
+        if isinstance(message, ScheduleTick):
+            raise PoisonMessage("a schedule tick belongs to the function's schedule, not its queue")
     except PoisonMessage:
         # Reported as a failure like any other: SQS retries it, then dead-letters it.
         metrics.add_metric(name="PoisonMessages", unit=MetricUnit.Count, value=1)
         raise
-    disposition = await runtime.runner.handle(message)
+    disposition = await runtime.deliver(message)
     metrics.add_metric(name=f"Jobs{disposition.value.title()}", unit=MetricUnit.Count, value=1)
     if disposition is Disposition.RETRY:
         raise JobNotDone(message.job_id)
 
 
+def run_schedule(event: dict[str, Any]) -> dict[str, Any]:
+    try:
+        tick = decode_object(event)
+    except PoisonMessage as exc:
+        raise UnsupportedEvent(f"not a schedule event: {exc}") from exc
+    if not isinstance(tick, ScheduleTick):
+        raise UnsupportedEvent("a job message belongs on the queue, not in an invocation")
+    if environment.run(runtime.deliver(tick)) is Disposition.RETRY:
+        raise JobNotDone(f"scheduled task {tick.schedule} could not run; Lambda retries it")
+    metrics.add_metric(name="ScheduledRuns", unit=MetricUnit.Count, value=1)
+    return {"schedule": tick.schedule, "done": True}
+
+
 @metrics.log_metrics
 @logger.inject_lambda_context
-def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    metrics.add_metric(name="Records", unit=MetricUnit.Count, value=len(event.get("Records", [])))
+def handler(
+    event: dict[str, Any], context: LambdaContext
+) -> PartialItemFailureResponse | dict[str, Any]:
+    if isinstance(event, dict) and "schedule" in event:
+        return run_schedule(event)
+    if not isinstance(event, dict) or not isinstance(event.get("Records"), list):
+        keys = ", ".join(sorted(event)[:10]) if isinstance(event, dict) else type(event).__name__
+        raise UnsupportedEvent(f"expected an SQS batch or a schedule event; got keys: {keys}")
+    metrics.add_metric(name="Records", unit=MetricUnit.Count, value=len(event["Records"]))
     return async_process_partial_response(
         event=event, record_handler=run_record, processor=processor, context=context
     )

@@ -31,9 +31,10 @@ from werkzeug.exceptions import BadRequest, InternalServerError  # noqa: E402
 
 from adapters.messages import decode_body  # noqa: E402
 from adapters.ports import Disposition  # noqa: E402
+from adapters.records import ScheduleTick  # noqa: E402
 from api.cloud_logging import trace_scope  # noqa: E402
 from api.logs import configure_logging  # noqa: E402
-from api.runtime import Runtime  # noqa: E402
+from api.runtime import Runtime, UnknownSchedule  # noqa: E402
 from api.settings import load_settings  # noqa: E402
 
 if TYPE_CHECKING:
@@ -66,13 +67,15 @@ class ProcessRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid: int | None = None
 
-    def handle(self, message: JobMessage) -> Disposition:
-        future = asyncio.run_coroutine_threadsafe(self._handle(message), self._started())
+    def handle(self, item: JobMessage | ScheduleTick) -> Disposition:
+        future = asyncio.run_coroutine_threadsafe(self._handle(item), self._started())
         return future.result()
 
-    async def _handle(self, message: JobMessage) -> Disposition:
-        with trace_scope(message.attributes.get("traceparent")):
-            return await self.runtime.runner.handle(message)
+    async def _handle(self, item: JobMessage | ScheduleTick) -> Disposition:
+        if isinstance(item, ScheduleTick):
+            return await self.runtime.deliver(item)
+        with trace_scope(item.attributes.get("traceparent")):
+            return await self.runtime.deliver(item)
 
     def _started(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -111,8 +114,9 @@ gc.freeze()
 gc.enable()
 
 
-def job_message_from(event: CloudEvent) -> JobMessage:
-    """The job message a messagePublished event carries; `MalformedEvent` if there is none."""
+def job_message_from(event: CloudEvent) -> JobMessage | ScheduleTick:
+    """The job message (or Cloud Scheduler's tick) a messagePublished event carries;
+    `MalformedEvent` if there is none."""
     if event["type"] != MESSAGE_PUBLISHED:
         raise MalformedEvent(f"expected a {MESSAGE_PUBLISHED} event, got {event['type']!r}")
     data: Any = event.get_data()
@@ -143,6 +147,12 @@ def on_job_message(cloud_event: CloudEvent) -> None:
             exc.description,
         )
         raise
-    if process.handle(message) is Disposition.RETRY:
-        logger.warning("job %s not done; Pub/Sub will deliver it again", message.job_id)
-        raise JobNotDone(f"job {message.job_id} is not done; deliver it again")
+    try:
+        disposition = process.handle(message)
+    except UnknownSchedule as exc:
+        logger.error("event %s: no scheduled task %s here; dead-lettered", cloud_event["id"], exc)
+        raise MalformedEvent(f"no scheduled task {exc}") from exc
+    if disposition is Disposition.RETRY:
+        what = message.schedule if isinstance(message, ScheduleTick) else message.job_id
+        logger.warning("%s not done; Pub/Sub will deliver it again", what)
+        raise JobNotDone(f"{what} is not done; deliver it again")

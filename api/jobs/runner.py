@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -14,6 +16,7 @@ from adapters.records import JobMessage, JobStatus
 from api.tasks.registry import TaskContext, TaskRegistry
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -62,7 +65,7 @@ class JobRunner:
             store=self.store, cache=self.cache, job_id=job.id, attempt=job.attempts, now=now
         )
         try:
-            result = await task.run(payload, context)
+            result = await self._leased(job.id, job.attempts, task.run(payload, context))
         except Exception as exc:
             logger.exception("job %s (%s) attempt %d failed", job.id, job.task, job.attempts)
             return await self._fail(job.id, job.attempts, f"{type(exc).__name__}: {exc}")
@@ -73,10 +76,35 @@ class JobRunner:
             logger.warning("job %s: lease lost before it finished; another attempt owns it", job.id)
         return Disposition.ACK
 
+    async def _leased(self, job_id: str, attempt: int, work: Awaitable[T]) -> T:
+        """Await `work` while renewing the claim's lease every third of it, so a long task keeps
+        its job and a dead worker's job is free again within one lease."""
+        keeper = asyncio.create_task(self._keep_lease(job_id, attempt), name=f"lease-{job_id}")
+        try:
+            return await work
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+
+    async def _keep_lease(self, job_id: str, attempt: int) -> None:
+        every = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                held = await self.store.renew_lease(
+                    job_id, attempt=attempt, lease_until=self.clock() + self.lease
+                )
+            except Unavailable as exc:  # two more tries before the lease runs out
+                logger.warning("job %s: lease not renewed: %s", job_id, exc)
+                continue
+            if not held:
+                logger.warning("job %s: lease lost while running; another attempt may run", job_id)
+                return
+
     async def _not_claimed(self, job_id: str) -> Disposition:
         current = await self.store.get_job(job_id)
         if current is None:
-            # Its submission was undone (the send failed) or it was never ours: nothing to run.
+            # Never written here (a message from elsewhere), or deleted since: nothing to run.
             logger.warning("job %s: no such job; message dropped", job_id)
             return Disposition.ACK
         if current.status is JobStatus.SUCCEEDED:

@@ -1,4 +1,4 @@
-"""Submitting a job: record it, then send its message; undo the record if the send fails."""
+"""Submitting a job: validate it, record it with its outbox entry, then send its message."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from adapters.ports import Queue, Store
-from adapters.records import JobMessage, JobRecord, JobStatus
+from adapters.ports import Store
+from adapters.records import JobRecord, JobStatus
 from api.ids import new_id
+from api.jobs.outbox import Outbox
 from api.tasks.registry import TaskRegistry
 
 
@@ -36,21 +37,20 @@ class PayloadTooLarge(ValueError):
         self.limit = limit
 
 
-async def submit_job(
+def new_job(
     *,
-    store: Store,
-    queue: Queue,
     registry: TaskRegistry,
     task: str,
     payload: Mapping[str, Any],
     now: datetime,
-    attributes: Mapping[str, str] | None = None,
+    due_at: datetime,
     owner: str | None = None,
     max_payload_bytes: int | None = None,
 ) -> JobRecord:
-    """`owner` is the submitter's subject (None without authentication). A payload over
-    `max_payload_bytes` (as the message carries it: compact JSON) is refused before anything
-    is recorded or sent, so it never meets the queue's own message limit."""
+    """A queued job for `task`, its payload validated against the task's model; nothing is
+    written. `owner` is the submitter's subject (None without authentication). A payload over
+    `max_payload_bytes` (as the message carries it: compact JSON) is refused here, so it never
+    meets the queue's own message limit."""
     definition = registry.get(task)
     if definition is None:
         raise UnknownTask(task)
@@ -63,7 +63,7 @@ async def submit_job(
         size = len(json.dumps(data, separators=(",", ":")).encode())
         if size > max_payload_bytes:
             raise PayloadTooLarge(size, max_payload_bytes)
-    job = JobRecord(
+    return JobRecord(
         id=new_id(),
         task=task,
         payload=data,
@@ -71,15 +71,33 @@ async def submit_job(
         created_at=now,
         updated_at=now,
         owner=owner,
+        due_at=due_at,
+    )
+
+
+async def submit_job(
+    *,
+    store: Store,
+    outbox: Outbox,
+    registry: TaskRegistry,
+    task: str,
+    payload: Mapping[str, Any],
+    now: datetime,
+    attributes: Mapping[str, str] | None = None,
+    owner: str | None = None,
+    max_payload_bytes: int | None = None,
+) -> JobRecord:
+    """Record the job (its own outbox entry), then send its message. Once the job is written it
+    is accepted: a failed send is the sweeper's to repeat, not the client's."""
+    job = new_job(
+        registry=registry,
+        task=task,
+        payload=payload,
+        now=now,
+        due_at=outbox.first_due(now),
+        owner=owner,
+        max_payload_bytes=max_payload_bytes,
     )
     await store.create_job(job)
-    message = JobMessage(
-        job_id=job.id, task=job.task, payload=job.payload, attributes=dict(attributes or {})
-    )
-    try:
-        await queue.send(message)
-    except BaseException:
-        # No job may be left "queued" that no message will ever run.
-        await store.delete_job(job.id)
-        raise
+    await outbox.send(job, now=now, attributes=attributes)
     return job

@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from adapters.errors import NotFound
-from adapters.ports import Cache, Queue, Store, UserChanges
+from adapters.ports import Cache, Store, UserChanges
 from adapters.records import Page, UserRecord
 from api.ids import is_id, new_id
-from api.jobs.submit import submit_job
+from api.jobs.outbox import Outbox
+from api.jobs.submit import new_job
 from api.schemas import User, UserCreate, UserUpdate
 from api.tasks.registry import TaskRegistry
 
@@ -18,34 +19,33 @@ def cache_key(user_id: str) -> str:
     return f"user:{user_id}"
 
 
+WELCOME = "users.welcome"
+
+
 async def create_user(
     *,
     store: Store,
-    queue: Queue,
+    outbox: Outbox,
     registry: TaskRegistry,
     data: UserCreate,
     now: datetime,
     attributes: Mapping[str, str] | None = None,
     owner: str | None = None,
 ) -> UserRecord:
-    """Create the user and enqueue `users.welcome` (owned by `owner`, the caller's subject); if
-    the job cannot be sent, undo the user so the client's retry starts clean."""
+    """Create the user and its `users.welcome` job (owned by `owner`, the caller's subject) in
+    one atomic write, then send the job's message. Either both exist or neither does, so a
+    client that was told 503 finds no half-made user when it retries."""
     user = UserRecord(id=new_id(), email=data.email, name=data.name, created_at=now, updated_at=now)
-    await store.create_user(user)
-    try:
-        await submit_job(
-            store=store,
-            queue=queue,
-            registry=registry,
-            task="users.welcome",
-            payload={"user_id": user.id},
-            now=now,
-            attributes=attributes,
-            owner=owner,
-        )
-    except BaseException:
-        await store.delete_user(user.id)
-        raise
+    welcome = new_job(
+        registry=registry,
+        task=WELCOME,
+        payload={"user_id": user.id},
+        now=now,
+        due_at=outbox.first_due(now),
+        owner=owner,
+    )
+    await store.create_user(user, jobs=[welcome])
+    await outbox.send(welcome, now=now, attributes=attributes)
     return user
 
 

@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from adapters.inprocess_queue import InProcessQueue
+from adapters.ports import Queue
 from api.app import create_app
 from api.runtime import Runtime
 from api.settings import load_settings
@@ -26,6 +27,13 @@ async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
 def runtime_of(app: FastAPI) -> Runtime:
     runtime: Runtime = app.state.runtime
     return runtime
+
+
+def use_queue(app: FastAPI, queue: Queue) -> Queue:
+    """Put `queue` where the app sends (the adapters and the outbox); returns the one it was."""
+    runtime = runtime_of(app)
+    previous, runtime.adapters.queue, runtime.outbox.queue = runtime.adapters.queue, queue, queue
+    return previous
 
 
 async def drain(app: FastAPI) -> None:

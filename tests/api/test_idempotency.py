@@ -22,7 +22,7 @@ from adapters.records import JobMessage
 from api.app import create_app
 from api.deps import get_now
 from api.settings import load_settings
-from tests.api.conftest import drain, runtime_of
+from tests.api.conftest import drain, runtime_of, use_queue
 from tests.support.postgres import fresh_database
 
 PROBLEM = "application/problem+json"
@@ -161,9 +161,8 @@ class GatedQueue:
 async def test_a_repeat_while_the_first_runs_is_409_with_retry_after(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
-    adapters = runtime_of(app).adapters
-    gated = GatedQueue(adapters.queue)
-    adapters.queue = gated
+    gated = GatedQueue(runtime_of(app).adapters.queue)
+    use_queue(app, gated)
     try:
         first = asyncio.create_task(client.post("/v1/users", json=ADA, headers=key()))
         await asyncio.wait_for(gated.waiting.wait(), 5)
@@ -174,7 +173,7 @@ async def test_a_repeat_while_the_first_runs_is_409_with_retry_after(
         gated.gate.set()
         assert (await first).status_code == 201
     finally:
-        adapters.queue = gated.inner
+        use_queue(app, gated.inner)
     replay = await client.post("/v1/users", json=ADA, headers=key())
     assert (replay.status_code, replay.content) == (201, (await first).content)
 
@@ -192,19 +191,18 @@ async def test_concurrent_duplicates_have_exactly_one_effect(
     assert await user_count(app) == 1
 
 
-class FailingQueue(GatedQueue):
-    async def send(self, message: JobMessage) -> None:
-        raise Unavailable("queue", "queue is down")
-
-
 async def test_a_5xx_is_not_kept_so_the_retry_runs(app: FastAPI, client: httpx.AsyncClient) -> None:
-    adapters = runtime_of(app).adapters
-    working = adapters.queue
-    adapters.queue = FailingQueue(working)
+    store = runtime_of(app).adapters.store
+    real_create = store.create_user
+
+    async def store_down(*args: object, **kwargs: object) -> Any:
+        raise Unavailable("store", "store is down")
+
+    store.create_user = store_down  # type: ignore[method-assign]
     try:
         failed = await client.post("/v1/users", json=ADA, headers=key())
     finally:
-        adapters.queue = working
+        store.create_user = real_create  # type: ignore[method-assign]
     assert failed.status_code == 503
     retried = await client.post("/v1/users", json=ADA, headers=key())
     assert retried.status_code == 201

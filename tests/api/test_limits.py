@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from adapters.memory_store import MemoryStore
 from adapters.records import JobMessage, JobRecord
 from api.app import create_app
+from api.jobs.outbox import Outbox
 from api.jobs.submit import PayloadTooLarge, submit_job
 from api.settings import SettingsError, load_settings
 from api.tasks.registry import TaskContext, TaskRegistry
@@ -260,10 +261,11 @@ class CountingStore(MemoryStore):
 
 async def test_submit_job_refuses_an_oversize_payload_before_recording_or_sending() -> None:
     store, queue = CountingStore(), RecordingQueue()
+    outbox = Outbox(store=store, queue=queue, grace=timedelta(0), resend_after=timedelta(0))
     with pytest.raises(PayloadTooLarge) as refused:
         await submit_job(
             store=store,
-            queue=queue,
+            outbox=outbox,
             registry=blob_registry([]),
             task="blob.store",
             payload=blob_of_size(501),

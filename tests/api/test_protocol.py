@@ -3,13 +3,15 @@ that is down."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from adapters.errors import Unavailable
 from adapters.records import JobMessage
-from tests.api.conftest import runtime_of
+from tests.api.conftest import drain, runtime_of, use_queue
 
 PROBLEM = "application/problem+json"
 
@@ -121,29 +123,29 @@ class UnreachableQueue:
         raise Unavailable("queue", "connection refused")
 
 
-async def test_when_the_queue_is_down_submissions_are_503_and_leave_nothing_behind(
+async def test_when_the_queue_is_down_submissions_are_kept_and_sent_when_it_is_back(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
-    runtime_of(app).adapters.queue = UnreachableQueue()
+    working = use_queue(app, UnreachableQueue())
     created = await client.post("/v1/users", json={"email": "ada@example.com", "name": "Ada"})
-    assert created.status_code == 503
-    assert created.headers["content-type"] == PROBLEM
-    assert created.json()["component"] == "queue"
-    # No user was left without their welcome job, and the email is still free.
-    assert (await client.get("/v1/users")).json()["items"] == []
-
-    store = runtime_of(app).adapters.store
+    # The user and its welcome job were written together: the request's answer stands.
+    assert created.status_code == 201
+    user_url = created.headers["location"]
     job = await client.post("/v1/jobs", json={"task": "users.welcome", "payload": {"user_id": "u"}})
-    assert job.status_code == 503
-    # No job is left pretending to be queued.
-    from adapters.sqlite_store import SqliteStore
-
-    assert isinstance(store, SqliteStore)
-    rows = await store._fetchall("SELECT id FROM jobs")
-    assert rows == []
+    assert job.status_code == 202
+    assert (await client.get(job.headers["location"])).json()["status"] == "queued"
     ready = await client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["queue"] == "connection refused"
+
+    # The queue comes back; the sweeper sends what the requests could not.
+    use_queue(app, working)
+    later = datetime.now(UTC) + timedelta(minutes=1)  # past the outbox's grace
+    report = await runtime_of(app).outbox.sweep(now=later)
+    assert report.sent >= 2
+    await drain(app)
+    assert (await client.get(user_url)).json()["welcomed_at"] is not None
+    assert (await client.get(job.headers["location"])).json()["status"] == "succeeded"
 
 
 @pytest.mark.parametrize(

@@ -3,51 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
 
 from adapters.errors import AlreadyExists, NotFound, VersionConflict
 from adapters.ports import Store
-from adapters.records import JobRecord, JobStatus, UserRecord
+from adapters.records import JobStatus, UserRecord
 from api.ids import new_id
-from tests.support.stores import STORE_FACTORIES
-
-NOW = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=UTC)
-
-
-@pytest.fixture(params=sorted(STORE_FACTORIES))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    async with STORE_FACTORIES[request.param](tmp_path) as opened:
-        yield opened
-
-
-def a_user(email: str | None = None, **fields: object) -> UserRecord:
-    user_id = new_id()
-    values: dict[str, object] = {
-        "id": user_id,
-        "email": email or f"{user_id[-12:]}@example.com",
-        "name": "Ada Lovelace",
-        "created_at": NOW,
-        "updated_at": NOW,
-        **fields,
-    }
-    return UserRecord(**values)  # type: ignore[arg-type]
-
-
-def a_job(**fields: object) -> JobRecord:
-    values: dict[str, object] = {
-        "id": new_id(),
-        "task": "users.welcome",
-        "payload": {"user_id": "u1", "nested": {"n": [1, 2.5, None, "é"]}},
-        "status": JobStatus.QUEUED,
-        "created_at": NOW,
-        "updated_at": NOW,
-        **fields,
-    }
-    return JobRecord(**values)  # type: ignore[arg-type]
+from tests.support.stores import NOW, a_job, a_user
 
 
 async def test_a_created_user_reads_back_equal(store: Store) -> None:
@@ -239,12 +203,6 @@ async def test_an_abandoned_job_is_claimed_after_its_lease(store: Store) -> None
 async def test_claiming_a_missing_job_is_none(store: Store) -> None:
     assert await store.claim_job(new_id(), now=NOW, lease_until=NOW) is None
     assert await store.finish_job(new_id(), attempt=1, status=JobStatus.FAILED, at=NOW) is None
-
-
-async def test_a_deleted_job_is_gone(store: Store) -> None:
-    job = await store.create_job(a_job())
-    await store.delete_job(job.id)
-    assert await store.get_job(job.id) is None
 
 
 async def test_a_jobs_owner_is_kept_through_claim_and_finish(store: Store) -> None:

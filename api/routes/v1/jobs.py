@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from adapters.errors import NotFound
 from adapters.records import JobRecord
 from api.auth import JOBS_ADMIN, JOBS_WRITE, Principal, require
-from api.deps import CallerDep, NowDep, QueueDep, RegistryDep, SettingsDep, StoreDep, TraceDep
+from api.deps import CallerDep, NowDep, OutboxDep, RegistryDep, SettingsDep, StoreDep, TraceDep
 from api.errors import Problem, problem_type
 from api.idempotency import idempotent
 from api.ids import is_id
@@ -31,7 +31,7 @@ async def create_job(
     request: Request,
     response: Response,
     store: StoreDep,
-    queue: QueueDep,
+    outbox: OutboxDep,
     registry: RegistryDep,
     now: NowDep,
     trace: TraceDep,
@@ -41,7 +41,7 @@ async def create_job(
     try:
         job = await submit_job(
             store=store,
-            queue=queue,
+            outbox=outbox,
             registry=registry,
             task=data.task,
             payload=data.payload,

@@ -13,7 +13,7 @@ from api.deps import (
     CacheDep,
     CallerDep,
     NowDep,
-    QueueDep,
+    OutboxDep,
     RegistryDep,
     SettingsDep,
     StoreDep,
@@ -46,7 +46,7 @@ async def create_user(
     request: Request,
     response: Response,
     store: StoreDep,
-    queue: QueueDep,
+    outbox: OutboxDep,
     registry: RegistryDep,
     now: NowDep,
     trace: TraceDep,
@@ -54,7 +54,7 @@ async def create_user(
 ) -> User:
     record = await service.create_user(
         store=store,
-        queue=queue,
+        outbox=outbox,
         registry=registry,
         data=data,
         now=now,
