@@ -14,7 +14,11 @@ logger = logging.getLogger(__name__)
 
 class InProcessQueue:
     """Delivers each message to the handler, retrying with backoff like a real queue would, and
-    keeps the messages that ran out of attempts in `dead_letters`."""
+    keeps the messages that ran out of attempts in `dead_letters`. Its messages live in this
+    process only: the outbox's sweeper sends them again after a restart (docs/jobs.md).
+
+    A job already waiting here is not queued a second time: the sweeper re-sends a job that has
+    waited long, and under a backlog that would only lengthen the line."""
 
     def __init__(
         self, *, max_attempts: int = 3, workers: int = 4, retry_delay: float = 0.5
@@ -24,6 +28,7 @@ class InProcessQueue:
         self.dead_letters: list[JobMessage] = []
         self._workers = workers
         self._pending: asyncio.Queue[tuple[JobMessage, int]] | None = None
+        self._waiting: set[str] = set()  # job ids in `_pending`
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
 
@@ -41,7 +46,13 @@ class InProcessQueue:
         return None
 
     async def send(self, message: JobMessage) -> None:
-        self._queue.put_nowait((message, 1))
+        self._put(message, 1)
+
+    def _put(self, message: JobMessage, attempt: int) -> None:
+        if message.job_id in self._waiting:
+            return
+        self._waiting.add(message.job_id)
+        self._queue.put_nowait((message, attempt))
 
     def start_consuming(self, handler: MessageHandler) -> None:
         if self._tasks:
@@ -75,6 +86,7 @@ class InProcessQueue:
         queue = self._queue
         while True:
             message, attempt = await queue.get()
+            self._waiting.discard(message.job_id)
             try:
                 disposition = await handler(message)
             except Exception:
@@ -94,7 +106,7 @@ class InProcessQueue:
 
         def requeue() -> None:
             self._timers.discard(timer)
-            self._queue.put_nowait((message, attempt + 1))
+            self._put(message, attempt + 1)
 
         timer = asyncio.get_running_loop().call_later(delay, requeue)
         self._timers.add(timer)

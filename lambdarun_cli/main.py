@@ -139,7 +139,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     upgrade.set_defaults(func=cmd_db_upgrade)
     add_local_commands(commands)
+
+    schedules = commands.add_parser(
+        "schedules",
+        help="print the task registry's schedules as each cloud takes them",
+        description="Print the scheduled tasks of the registry (api/tasks), the outbox's "
+        "sweeper among them: as a table; as template.yaml's ScheduleV2 events for the worker "
+        "(--format sam); as Cloud Scheduler jobs publishing to the jobs topic, for "
+        "cloudrun/schedules.yaml (--format cloud-scheduler); or as the gcloud commands that "
+        "create those jobs (--format gcloud). A test keeps both files in step with the "
+        "registry.",
+    )
+    schedules.add_argument(
+        "--format",
+        choices=("table", "sam", "cloud-scheduler", "gcloud"),
+        default="table",
+        help="what to print (default table)",
+    )
+    schedules.add_argument(
+        "--topic",
+        default="projects/PROJECT_ID/topics/lambdarun-jobs",
+        metavar="TOPIC",
+        help="the Pub/Sub topic Cloud Scheduler publishes to (default "
+        "projects/PROJECT_ID/topics/lambdarun-jobs)",
+    )
+    schedules.set_defaults(func=cmd_schedules)
     return parser
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    from lambdarun_cli import schedules
+
+    return schedules.command(args)
 
 
 def cmd_local_up(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from adapters.messages import encode_body
 from adapters.records import JobMessage, JobRecord, JobStatus, UserRecord
 from adapters.sqs_queue import SqsQueue
 from api.ids import new_id
+from api.jobs.outbox import Outbox
 from api.jobs.submit import submit_job
 from api.tasks import tasks
 from tests.support.moto_server import aws_env, dynamodb_client, moto_server, sqs_client
@@ -46,6 +47,7 @@ MAX_RECEIVE_COUNT = 3
 # Longer than the worker's 1 s batching window plus a batch's work, so a message does not come
 # back while its batch is still being gathered or run (Lambda asks for 6x the function timeout).
 VISIBILITY_SECONDS = 2
+RESEND = timedelta(minutes=15)  # the default for SQS: nothing here is sent twice by the outbox
 
 
 @dataclass
@@ -191,6 +193,7 @@ async def welcome_jobs(stack: LocalStack, count: int) -> list[tuple[str, str]]:
     """(user id, job id) for `count` new users, each with a welcome job submitted to the queue
     the way the API submits it."""
     store, queue = stack.store(), stack.queue()
+    outbox = Outbox(store=store, queue=queue, grace=timedelta(seconds=10), resend_after=RESEND)
     made = []
     for n in range(count):
         at = now()
@@ -201,7 +204,7 @@ async def welcome_jobs(stack: LocalStack, count: int) -> list[tuple[str, str]]:
         await store.create_user(user)
         job = await submit_job(
             store=store,
-            queue=queue,
+            outbox=outbox,
             registry=tasks,
             task="users.welcome",
             payload={"user_id": user.id},

@@ -155,8 +155,9 @@ def closed_port() -> Iterator[int]:
 def test_on_cloud_run_the_servers_lines_are_cloud_logging_json(
     tmp_path: Path, closed_port: int
 ) -> None:
-    """The real server with K_SERVICE set; a request whose job cannot be queued (Pub/Sub
-    unreachable) logs a warning inside the request, under its trace and request id."""
+    """The real server with K_SERVICE set; a request whose job cannot be sent now (Pub/Sub
+    unreachable: the user is created and the sweeper sends it later) logs a warning inside the
+    request, under its trace and request id."""
     port = free_port()
     env = server_env(
         port,
@@ -175,7 +176,7 @@ def test_on_cloud_run_the_servers_lines_are_cloud_logging_json(
             headers={"traceparent": TRACEPARENT, "X-Request-ID": "req-42"},
             timeout=10,
         )
-        assert answer.status_code == 503, answer.text
+        assert answer.status_code == 201, answer.text
     entries = [json.loads(line) for line in server.log().splitlines() if line.strip()]
     assert {"Application startup complete.", "Application shutdown complete."} <= {
         e["message"] for e in entries
@@ -183,7 +184,7 @@ def test_on_cloud_run_the_servers_lines_are_cloud_logging_json(
     assert all(e["severity"] in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"} for e in entries)
     [warning] = [e for e in entries if e.get("request_id") == "req-42"]
     assert warning["severity"] == "WARNING"
-    assert "queue" in warning["message"]
+    assert "the sweeper will send it" in warning["message"]
     assert warning["logging.googleapis.com/trace"] == f"projects/my-project/traces/{TRACE_ID}"
     assert warning["logging.googleapis.com/spanId"] == "00f067aa0ba902b7"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
@@ -10,7 +11,7 @@ from adapters.memory_cache import MemoryCache
 from adapters.memory_store import MemoryStore
 from adapters.ports import Disposition
 from adapters.records import JobMessage, JobRecord, JobStatus
-from api.jobs.runner import JobRunner
+from api.jobs.runner import JobRunner, utcnow
 from api.tasks.registry import TaskContext, TaskRegistry
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -102,3 +103,40 @@ async def test_unknown_tasks_bad_payloads_and_missing_jobs() -> None:
     assert await runner.handle(bad) is Disposition.RETRY
     missing = JobMessage(job_id="never-created", task="count", payload={"n": 1})
     assert await runner.handle(missing) is Disposition.ACK
+
+
+async def test_a_task_longer_than_its_lease_keeps_its_job() -> None:
+    """The runner renews the lease while the task runs: no second worker can take the job,
+    however long it takes, and the due time follows the lease."""
+    registry = TaskRegistry()
+    store = MemoryStore()
+    lease = timedelta(seconds=0.15)
+    runner = JobRunner(store=store, cache=MemoryCache(), registry=registry, lease=lease)
+    renewals: list[datetime] = []
+
+    @registry.register("slow")
+    async def slow(payload: Count, ctx: TaskContext) -> dict[str, object]:
+        # Run until twice the first lease has passed (at most 500 looks of 10 ms): a runner
+        # that never renews loses the job on the way, and the claim below takes it.
+        for _ in range(500):
+            current = await store.get_job(ctx.job_id)
+            assert current is not None
+            assert current.lease_until is not None
+            if not renewals or current.lease_until != renewals[-1]:
+                renewals.append(current.lease_until)
+            assert current.due_at == current.lease_until
+            if utcnow() > renewals[0] + lease:
+                break
+            await asyncio.sleep(0.01)
+        # Long past its first lease, a second worker still cannot take the job.
+        assert utcnow() > renewals[0] + lease
+        assert await store.claim_job(ctx.job_id, now=utcnow(), lease_until=utcnow()) is None
+        return {"n": payload.n}
+
+    message = await submit(store, "slow", {"n": 3})
+    assert await runner.handle(message) is Disposition.ACK
+    job = await store.get_job(message.job_id)
+    assert job is not None
+    assert (job.status, job.attempts, job.due_at) == (JobStatus.SUCCEEDED, 1, None)
+    assert len(renewals) >= 3
+    assert renewals == sorted(renewals)
