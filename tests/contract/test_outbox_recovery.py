@@ -1,0 +1,134 @@
+"""Nothing accepted is lost, on every store: a request dies at each point between its write and
+its send, and a restarted process (a new queue, runner and outbox on the same store) finishes
+every job exactly once and welcomes every user.
+
+Here the "process" dies by a BaseException at the point, so the memory store can take part;
+tests/e2e/test_crash_recovery.py kills real server processes with SIGKILL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from adapters.inprocess_queue import InProcessQueue
+from adapters.memory_cache import MemoryCache
+from adapters.ports import Store
+from adapters.records import JobMessage, JobStatus
+from api.jobs.outbox import Outbox
+from api.jobs.runner import JobRunner
+from api.jobs.submit import submit_job
+from api.schemas import UserCreate
+from api.services.users import create_user
+from api.tasks import tasks
+
+POINTS = ("before-send", "after-send", "after-mark")
+GRACE = timedelta(seconds=10)
+
+
+class Crash(BaseException):
+    """The process dies here."""
+
+
+class DyingQueue:
+    """The queue as the dying process sees it: it dies before or after handing a message on.
+    What it handed on is in `sent`: lost with an in-process queue, kept by SQS or Pub/Sub."""
+
+    def __init__(self, point: str) -> None:
+        self.point = point
+        self.sent: list[JobMessage] = []
+
+    async def open(self) -> None: ...
+    async def ping(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def send(self, message: JobMessage) -> None:
+        if self.point == "before-send":
+            raise Crash
+        self.sent.append(message)
+        if self.point == "after-send":
+            raise Crash
+
+
+class DyingStore:
+    """The store, except that the process dies right after marking a job sent."""
+
+    def __init__(self, inner: Store, point: str) -> None:
+        self.inner, self.point = inner, point
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def reschedule(self, job_id: str, *, expected: datetime, due_at: datetime) -> bool:
+        done = await self.inner.reschedule(job_id, expected=expected, due_at=due_at)
+        if self.point == "after-mark":
+            raise Crash
+        return done
+
+
+@contextmanager
+def dies() -> Iterator[None]:
+    with pytest.raises(Crash):
+        yield
+
+
+@pytest.mark.parametrize("kept", [False, True], ids=["messages-lost", "messages-kept"])
+@pytest.mark.parametrize("point", POINTS)
+async def test_a_process_that_dies_between_write_and_send_loses_nothing(
+    store: Store, point: str, kept: bool
+) -> None:
+    now = datetime.now(UTC)
+    # The dying process. With `kept` the messages it sent outlive it (as SQS's and Pub/Sub's
+    # do) and reach the next process too; else they die with it (the in-process queue).
+    dying_queue = DyingQueue(point)
+    dying = Outbox(
+        store=DyingStore(store, point),  # type: ignore[arg-type]
+        queue=dying_queue,
+        grace=GRACE,
+        resend_after=timedelta(minutes=15),
+    )
+    with dies():
+        await create_user(
+            store=store,
+            outbox=dying,
+            registry=tasks,
+            data=UserCreate(email=f"{point}@example.com", name="Ada"),
+            now=now,
+        )
+    with dies():
+        await submit_job(
+            store=store,
+            outbox=dying,
+            registry=tasks,
+            task="users.welcome",
+            payload={"user_id": "someone-else"},
+            now=now,
+        )
+    [welcome, other] = await store.due_jobs(now=now + timedelta(days=1), limit=10)
+    [user] = (await store.list_users(limit=10)).items
+
+    # The next process: a fresh queue, runner and outbox on the same store.
+    queue = InProcessQueue()
+    runner = JobRunner(store=store, cache=MemoryCache(), registry=tasks, lease=timedelta(minutes=1))
+    outbox = Outbox(store=store, queue=queue, grace=GRACE, resend_after=timedelta(minutes=15))
+    for message in dying_queue.sent if kept else ():
+        await queue.send(message)
+    queue.start_consuming(runner.handle)
+    # One sweep, as soon as the killed request's grace has passed, sends what is due.
+    report = await outbox.sweep(now=now + timedelta(days=1))
+    assert report.sent == 2
+    await queue.join()
+    await queue.close()
+
+    for job_id in (welcome.id, other.id):
+        job = await store.get_job(job_id)
+        assert job is not None
+        assert (job.status, job.attempts, job.due_at) == (JobStatus.SUCCEEDED, 1, None)
+    welcomed = await store.get_user(user.id)
+    assert welcomed is not None
+    assert welcomed.welcomed_at is not None
+    assert welcomed.version == 2  # welcomed once
+    assert queue.dead_letters == []
