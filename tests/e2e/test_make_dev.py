@@ -3,6 +3,7 @@ serving the user -> welcome job -> welcomed_at flow."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.dev_load import census, hammer, kill_group, make_dev
 from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,3 +81,41 @@ def test_make_dev_serves_the_welcome_flow(dev_server: str) -> None:
         wait_until(welcomed, timeout=20, what="the welcome job to set welcomed_at")
         assert client.get("/readyz").json()["status"] == "ok"
         assert client.get("/docs").status_code == 200
+
+
+async def test_make_dev_killed_under_load_finishes_everything_it_accepted(tmp_path: Path) -> None:
+    """8 clients for 2 s, then SIGKILL to make, the reloader and the server at once; a second
+    `make dev` on the same file finishes every job the first accepted: nothing stays queued or
+    running, every user is welcomed, and no welcome takes effect twice."""
+    database = tmp_path / "dev.db"
+    env = {
+        "DATABASE_URL": f"sqlite:///{database}",
+        # Quick enough for a test (defaults: 10 s, 10 s, 5 s, 30 s); the bench uses the defaults.
+        "OUTBOX_GRACE_SECONDS": "0.5",
+        "JOB_RESEND_SECONDS": "1",
+        "LOCAL_SWEEP_SECONDS": "0.5",
+        "JOB_LEASE_SECONDS": "2",
+    }
+    log = tmp_path / "dev.log"
+    port = free_port()
+    with make_dev(port, env, log) as first:
+        accepted = await hammer(f"http://127.0.0.1:{port}", clients=8, seconds=2)
+        kill_group(first)
+    dead = census(database)
+    assert accepted.users > 0
+    assert dead.users >= accepted.users
+    assert dead.jobs >= accepted.users + accepted.jobs  # every answered request was written
+
+    with make_dev(free_port(), env, log):
+        for _ in range(300):  # 60 s at most
+            if not census(database).unfinished:
+                break
+            await asyncio.sleep(0.2)
+    after = census(database)
+    print(f"\nkilled: {dead}\nafter the restart: {after}")
+    assert after.jobs == dead.jobs
+    assert (after.unfinished, after.failed) == (0, 0), str(after)
+    assert after.welcomed == after.users
+    assert after.welcomed_more_than_once == 0
+    # Only a job the kill cut off mid-run is claimed a second time.
+    assert after.run_twice <= dead.running
