@@ -110,8 +110,10 @@ def handler(
     event: dict[str, Any], context: LambdaContext
 ) -> PartialItemFailureResponse | dict[str, Any]:
     if isinstance(event, dict) and "schedule" in event:
+        metrics.add_metric(name="ScheduleTicks", unit=MetricUnit.Count, value=1)
         return run_schedule(event)
     if not isinstance(event, dict) or not isinstance(event.get("Records"), list):
+        metrics.add_metric(name="UnsupportedEvents", unit=MetricUnit.Count, value=1)
         keys = ", ".join(sorted(event)[:10]) if isinstance(event, dict) else type(event).__name__
         raise UnsupportedEvent(f"expected an SQS batch or a schedule event; got keys: {keys}")
     metrics.add_metric(name="Records", unit=MetricUnit.Count, value=len(event["Records"]))

@@ -6,6 +6,7 @@ binary or structured mode; both share one SQLite file, as they would share one d
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from adapters.records import JobRecord, JobStatus
 from adapters.sqlite_store import SqliteStore
@@ -32,6 +34,7 @@ from tests.support.gcp_events import (
 from tests.support.net import free_port
 from tests.support.pubsub import QUEUE_URL, FakePubSub, Published, running_fake_pubsub
 
+ROOT = Path(__file__).resolve().parents[2]
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
@@ -236,3 +239,44 @@ def test_the_workers_lines_are_cloud_logging_json(cloud_run: CloudRun) -> None:
     [refusal] = [e for e in entries if "refused" in e["message"]]
     assert refusal["severity"] == "ERROR"
     assert refusal["logger"] == "gcp_worker"
+
+
+def test_cloud_schedulers_tick_runs_the_sweeper_in_the_worker(cloud_run: CloudRun) -> None:
+    """cloudrun/schedules.yaml's job publishes the sweeper's tick to the jobs topic; Eventarc
+    delivers it to the worker, which sends what the outbox says is due: here a job written with
+    its outbox entry whose request died before sending it."""
+    job_id = new_id()
+
+    async def unsent_job() -> None:
+        store = SqliteStore.from_url(cloud_run.database_url)
+        await store.open()
+        try:
+            now = utcnow()
+            await store.create_job(
+                JobRecord(
+                    id=job_id,
+                    task="users.welcome",
+                    payload={"user_id": "gone"},
+                    status=JobStatus.QUEUED,
+                    created_at=now,
+                    updated_at=now,
+                    due_at=now,
+                )
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(unsent_job())
+    [sweep] = yaml.safe_load((ROOT / "cloudrun" / "schedules.yaml").read_text())
+    tick = base64.b64decode(sweep["pubsubTarget"]["data"])
+    before = len(cloud_run.pubsub.published)
+    answer = cloud_run.deliver(binary_event(pubsub_message(tick)))
+    assert answer.status_code == 200, answer.text
+    sent = cloud_run.pubsub.wait_for(before + 1)[before]
+    assert sent.attributes["job_id"] == job_id
+
+    unknown = cloud_run.deliver(
+        binary_event(pubsub_message(b'{"schedule": "reports.gone", "version": 1}'))
+    )
+    assert unknown.status_code == 400
+    assert "reports.gone" in unknown.text

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
 
 import pytest
 
 from adapters.records import JobMessage, JobRecord, JobStatus, UserRecord
 from api.ids import new_id
+from api.runtime import UnknownSchedule
 from tests.support.lambda_events import LambdaContext
 from tests.support.lambda_module import lambda_module
 from tests.support.sqs_events import event, failures, job_record, record
@@ -207,3 +208,48 @@ def test_snapstart_hooks_close_connections_before_the_snapshot_and_reopen_after(
     user = new_user(worker)
     message = submit(worker, "users.welcome", {"user_id": user.id})
     assert failures(worker.handler(event(job_record(message)), LambdaContext())) == set()
+
+
+# ---- EventBridge Scheduler -------------------------------------------------------------------
+
+
+def schedule_event(name: str = "jobs.sweep") -> dict[str, object]:
+    """What template.yaml's ScheduleV2 event hands the worker, the time filled in."""
+    return {"schedule": name, "version": 1, "time": datetime.now(UTC).isoformat()}
+
+
+def test_the_schedule_event_sweeps_what_never_reached_the_queue(worker: ModuleType) -> None:
+    user = new_user(worker)
+    store = worker.runtime.adapters.store
+    # Written with its outbox entry and never sent (the API process died, or the queue refused
+    # it, after the commit), its grace now over.
+    now = datetime.now(UTC)
+    written = JobRecord(
+        id=new_id(),
+        task="users.welcome",
+        payload={"user_id": user.id},
+        status=JobStatus.QUEUED,
+        created_at=now,
+        updated_at=now,
+        due_at=now - timedelta(seconds=1),
+    )
+    worker.environment.run(store.create_job(written))
+    answer = worker.handler(schedule_event(), LambdaContext())
+    assert answer == {"schedule": "jobs.sweep", "done": True}
+    # The sweep sent it: this worker's queue (in-process here; SQS in the template) runs it.
+    worker.environment.run(worker.runtime.adapters.queue.join())
+    assert job(worker, written.id).status is JobStatus.SUCCEEDED
+    welcomed = worker.environment.run(store.get_user(user.id))
+    assert welcomed.welcomed_at is not None
+
+
+def test_what_the_worker_cannot_serve_fails_loudly(worker: ModuleType) -> None:
+    with pytest.raises(worker.UnsupportedEvent, match="SQS batch or a schedule"):
+        worker.handler({"httpMethod": "GET", "path": "/"}, LambdaContext())
+    with pytest.raises(worker.UnsupportedEvent, match="not a schedule event"):
+        worker.handler({"schedule": "jobs.sweep", "version": 9}, LambdaContext())
+    with pytest.raises(UnknownSchedule):
+        worker.handler(schedule_event("reports.gone"), LambdaContext())
+    # A tick belongs to the schedule, not the queue: on SQS it is a failed record.
+    tick = record(body='{"schedule":"jobs.sweep","version":1}')
+    assert failures(worker.handler(event(tick), LambdaContext())) == {tick["messageId"]}

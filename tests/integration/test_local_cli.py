@@ -4,6 +4,7 @@ Interface Emulator and in process, Lambda's rules for deleting a batch, and clea
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -13,11 +14,14 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from adapters.dynamodb_store import DynamoDBStore
+from adapters.records import JobRecord, JobStatus
 from lambdarun_cli.local_emulator import find_emulator
 from lambdarun_cli.local_polling import Signals
 from lambdarun_cli.local_template import SqsEvent
@@ -283,6 +287,43 @@ def test_a_function_error_exits_non_zero(invoke_stack: Path, emulator: bool) -> 
     assert error["errorType"] == "UnsupportedEvent"
     assert "expected an API Gateway" in error["errorMessage"]
     assert "ApiFunction failed: UnsupportedEvent" in result.stderr
+
+
+@pytest.mark.parametrize("emulator", [True, False], ids=["emulator", "in-process"])
+def test_the_worker_sweeps_on_the_schedule_event(invoke_stack: Path, emulator: bool) -> None:
+    """events/schedule.json is what EventBridge Scheduler hands the worker every minute: a job
+    whose outbox entry is due (written, never sent) reaches the stack's queue."""
+    if emulator:
+        emulator_or_skip()
+    resources = stack_of(invoke_stack)["Stack"]["Resources"]
+    job_id = asyncio.run(due_job(resources["Table"]["Ref"]))
+    mode = [] if emulator else ["--no-emulator"]
+    result = invoke(invoke_stack, "WorkerFunction", "-e", "events/schedule.json", *mode)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"schedule": "jobs.sweep", "done": True}
+    queue_url = resources["JobsQueue"]["QueueUrl"]
+    with sqs_client() as sqs:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+        for message in messages:  # leave the queue as it was for the other tests
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    assert job_id in {json.loads(m["Body"])["job_id"] for m in messages}
+
+
+async def due_job(table: str) -> str:
+    """A job written with its outbox entry and never sent, its grace over."""
+    store = DynamoDBStore(table)
+    now = datetime.now(UTC)
+    job = JobRecord(
+        id=str(uuid.uuid4()),
+        task="users.welcome",
+        payload={"user_id": "nobody"},
+        status=JobStatus.QUEUED,
+        created_at=now,
+        updated_at=now,
+        due_at=now - timedelta(seconds=1),
+    )
+    await store.create_job(job)
+    return job.id
 
 
 def test_env_vars_override_the_template(invoke_stack: Path, tmp_path: Path) -> None:

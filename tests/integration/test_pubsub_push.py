@@ -25,7 +25,7 @@ from api.jobs.runner import utcnow
 from api.pubsub_push import PUSH_PATH, build_router
 from api.runtime import Runtime
 from api.settings import load_settings
-from api.tasks.registry import TaskContext, TaskRegistry, TaskResult
+from api.tasks.registry import ScheduleContext, TaskContext, TaskRegistry, TaskResult
 from tests.support.gcp_events import (
     PUSH_ACCOUNT,
     GoogleKeys,
@@ -84,6 +84,11 @@ def registry_with(ran: list[str]) -> TaskRegistry:
     @registry.register("test.broken")
     async def broken(payload: Note, ctx: TaskContext) -> TaskResult:
         raise RuntimeError("broken on purpose")
+
+    @registry.schedule("rate(1 hour)", name="test.hourly")
+    async def hourly(ctx: ScheduleContext) -> TaskResult:
+        ran.append(f"hourly at {ctx.scheduled_for.isoformat()}")
+        return None
 
     return registry
 
@@ -306,3 +311,18 @@ def test_with_push_on_no_google_module_is_imported_before_a_token_is_checked(
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+async def test_cloud_schedulers_tick_runs_its_scheduled_task(pushing: Pushing) -> None:
+    """One service, no worker: Cloud Scheduler's tick reaches the API's push endpoint."""
+    tick = b'{"schedule": "test.hourly", "version": 1, "time": "2026-12-04T12:00:00Z"}'
+    answer = await pushing.push(push_envelope(pubsub_message(tick)))
+    assert answer.status_code == 204, answer.text
+    assert pushing.ran == ["hourly at 2026-12-04T12:00:00+00:00"]
+
+    unknown = await pushing.push(
+        push_envelope(pubsub_message(b'{"schedule": "reports.gone", "version": 1}'))
+    )
+    assert unknown.status_code == 400
+    assert unknown.headers["content-type"] == PROBLEM_JSON
+    assert "reports.gone" in unknown.json()["detail"]
