@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 
+import asyncpg  # type: ignore[import-untyped, unused-ignore]
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -98,3 +99,42 @@ async def test_postgres_down_is_503_and_the_app_recovers_without_restart(
                 assert (await client.get("/readyz")).status_code == 200
                 assert (await client.get("/v1/users")).status_code == 200
             # fresh_database drops the database after the app has let go of it
+
+
+async def test_a_store_outage_between_the_user_and_its_job_leaves_no_ghost_user() -> None:
+    """PostgreSQL stops answering while the welcome job is written after the user (triggers
+    that outlast the statement timeout): the client gets 503, and nothing was written. Its
+    retry with the same Idempotency-Key gets its own user (201), and the retry after that the
+    same answer replayed, never 409 "email taken" by a user nobody was told about."""
+    async with fresh_database() as url:
+        app = create_app(load_settings(database_url=url, io_timeout=1.0))
+        async with app.router.lifespan_context(app):
+            admin = await asyncpg.connect(url)
+            try:
+                # Writing the job, and undoing the user (what the code once did), hang.
+                await admin.execute(
+                    "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS"
+                    " $$ BEGIN PERFORM pg_sleep(3); RETURN COALESCE(NEW, OLD); END $$;"
+                    " CREATE TRIGGER stall BEFORE INSERT ON jobs"
+                    " FOR EACH ROW EXECUTE FUNCTION stall();"
+                    " CREATE TRIGGER stall BEFORE DELETE ON users"
+                    " FOR EACH ROW EXECUTE FUNCTION stall()"
+                )
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                    ada = {"email": "ada@example.com", "name": "Ada"}
+                    key = {"Idempotency-Key": "8d0f6e1c-retry-me"}
+                    failed = await client.post("/v1/users", json=ada, headers=key)
+                    assert failed.status_code == 503, failed.text
+                    assert await admin.fetchval("SELECT count(*) FROM users") == 0
+                    await admin.execute("DROP TRIGGER stall ON jobs; DROP TRIGGER stall ON users")
+
+                    retried = await client.post("/v1/users", json=ada, headers=key)
+                    assert retried.status_code == 201, retried.text
+                    again = await client.post("/v1/users", json=ada, headers=key)
+                    assert (again.status_code, again.json()) == (201, retried.json())
+                    assert again.headers["idempotent-replayed"] == "true"
+                    assert await admin.fetchval("SELECT count(*) FROM users") == 1
+                    assert await admin.fetchval("SELECT count(*) FROM jobs") == 1
+            finally:
+                await admin.close()
