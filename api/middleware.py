@@ -1,4 +1,4 @@
-"""Pure ASGI middleware (BaseHTTPMiddleware costs on every request; see PERFORMANCE.md)."""
+"""Pure ASGI middleware (BaseHTTPMiddleware costs on every request; docs/performance.md)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 
-# The collector running during imports costs ~33 ms of every cold start (PERFORMANCE.md);
+# The collector running during imports costs ~33 ms of every cold start (docs/performance.md);
 # it is frozen and re-enabled once init is done.
 gc.disable()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 
-gc.disable()  # no collections while importing: see PERFORMANCE.md
+gc.disable()  # no collections while importing: see docs/performance.md
 
 import os  # noqa: E402
 import signal  # noqa: E402
