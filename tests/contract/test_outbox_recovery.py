@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -24,8 +23,8 @@ from api.jobs.submit import submit_job
 from api.schemas import UserCreate
 from api.services.users import create_user
 from api.tasks import tasks
+from tests.support.dying import POINTS, DyingQueue, DyingStore, Trigger
 
-POINTS = ("before-send", "after-send", "after-mark")
 GRACE = timedelta(seconds=10)
 
 
@@ -33,12 +32,15 @@ class Crash(BaseException):
     """The process dies here."""
 
 
-class DyingQueue:
-    """The queue as the dying process sees it: it dies before or after handing a message on.
-    What it handed on is in `sent`: lost with an in-process queue, kept by SQS or Pub/Sub."""
+def crash() -> None:
+    raise Crash
 
-    def __init__(self, point: str) -> None:
-        self.point = point
+
+class Kept:
+    """The queue the dying process sent to: what it took is lost with an in-process queue, and
+    kept by SQS or Pub/Sub."""
+
+    def __init__(self) -> None:
         self.sent: list[JobMessage] = []
 
     async def open(self) -> None: ...
@@ -46,27 +48,7 @@ class DyingQueue:
     async def close(self) -> None: ...
 
     async def send(self, message: JobMessage) -> None:
-        if self.point == "before-send":
-            raise Crash
         self.sent.append(message)
-        if self.point == "after-send":
-            raise Crash
-
-
-class DyingStore:
-    """The store, except that the process dies right after marking a job sent."""
-
-    def __init__(self, inner: Store, point: str) -> None:
-        self.inner, self.point = inner, point
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def reschedule(self, job_id: str, *, expected: datetime, due_at: datetime) -> bool:
-        done = await self.inner.reschedule(job_id, expected=expected, due_at=due_at)
-        if self.point == "after-mark":
-            raise Crash
-        return done
 
 
 @contextmanager
@@ -81,19 +63,24 @@ async def test_a_process_that_dies_between_write_and_send_loses_nothing(
     store: Store, point: str, kept: bool
 ) -> None:
     now = datetime.now(UTC)
-    # The dying process. With `kept` the messages it sent outlive it (as SQS's and Pub/Sub's
-    # do) and reach the next process too; else they die with it (the in-process queue).
-    dying_queue = DyingQueue(point)
-    dying = Outbox(
-        store=DyingStore(store, point),  # type: ignore[arg-type]
-        queue=dying_queue,
-        grace=GRACE,
-        resend_after=timedelta(minutes=15),
-    )
+    # Two requests, each in a process that dies at `point` of its first send. With `kept` the
+    # messages they sent outlive them (as SQS's and Pub/Sub's do) and reach the next process
+    # too; else they die with them (the in-process queue).
+    sent = Kept()
+
+    def dying_process() -> Outbox:
+        trigger = Trigger(point, 1, crash)
+        return Outbox(
+            store=DyingStore(store, trigger),  # type: ignore[arg-type]
+            queue=DyingQueue(sent, trigger),
+            grace=GRACE,
+            resend_after=timedelta(minutes=15),
+        )
+
     with dies():
         await create_user(
             store=store,
-            outbox=dying,
+            outbox=dying_process(),
             registry=tasks,
             data=UserCreate(email=f"{point}@example.com", name="Ada"),
             now=now,
@@ -101,7 +88,7 @@ async def test_a_process_that_dies_between_write_and_send_loses_nothing(
     with dies():
         await submit_job(
             store=store,
-            outbox=dying,
+            outbox=dying_process(),
             registry=tasks,
             task="users.welcome",
             payload={"user_id": "someone-else"},
@@ -114,7 +101,7 @@ async def test_a_process_that_dies_between_write_and_send_loses_nothing(
     queue = InProcessQueue()
     runner = JobRunner(store=store, cache=MemoryCache(), registry=tasks, lease=timedelta(minutes=1))
     outbox = Outbox(store=store, queue=queue, grace=GRACE, resend_after=timedelta(minutes=15))
-    for message in dying_queue.sent if kept else ():
+    for message in sent.sent if kept else ():
         await queue.send(message)
     queue.start_consuming(runner.handle)
     # One sweep, as soon as the killed request's grace has passed, sends what is due.

@@ -39,6 +39,7 @@ from adapters.ports import Store
 from adapters.postgres_store import PostgresStore
 from adapters.records import JobRecord, JobStatus, UserRecord
 from adapters.sqlite_store import SqliteStore
+from tests.support.dying import POINTS
 from tests.support.gcp_events import server_env
 from tests.support.local_stack import LocalStack, local_stack
 from tests.support.moto_server import aws_env, dynamodb_client, moto_server
@@ -48,7 +49,7 @@ from tests.support.postgres import fresh_database
 __all__ = ["aws_env", "moto_server"]  # fixtures, used by name
 
 ROOT = Path(__file__).resolve().parents[2]
-POINTS = ("before-send", "after-send", "after-mark")
+
 # Fast enough for a test; the defaults are 10 s, 10 s (in-process), 5 s and 30 s.
 QUICK = {
     "OUTBOX_GRACE_SECONDS": "0.5",

@@ -68,6 +68,31 @@ class CloudRun:
         ).json()
         return answer
 
+    def write_job(self, task: str, payload: dict[str, Any], *, due: bool = False) -> str:
+        """A queued job written straight into the shared database (as an API would before its
+        send); with `due`, its outbox entry due now. Returns its id."""
+
+        async def write() -> str:
+            store = SqliteStore.from_url(self.database_url)
+            await store.open()
+            try:
+                now = utcnow()
+                job = JobRecord(
+                    id=new_id(),
+                    task=task,
+                    payload=payload,
+                    status=JobStatus.QUEUED,
+                    created_at=now,
+                    updated_at=now,
+                    due_at=now if due else None,
+                )
+                await store.create_job(job)
+                return job.id
+            finally:
+                await store.close()
+
+        return asyncio.run(write())
+
     def job(self, job_id: str) -> dict[str, Any]:
         answer: dict[str, Any] = httpx.get(
             f"{self.api.base_url}/v1/jobs/{job_id}", timeout=10
@@ -174,27 +199,7 @@ def test_concurrent_deliveries_share_one_runtime(cloud_run: CloudRun) -> None:
 def test_a_job_that_asks_for_redelivery_answers_500(cloud_run: CloudRun) -> None:
     """A job whose task this worker lacks fails and asks for redelivery: Pub/Sub retries it and,
     after the subscription's maximum attempts, dead-letters it."""
-    job_id = new_id()
-
-    async def insert_job() -> None:
-        store = SqliteStore.from_url(cloud_run.database_url)
-        await store.open()
-        try:
-            now = utcnow()
-            await store.create_job(
-                JobRecord(
-                    id=job_id,
-                    task="reports.monthly",
-                    payload={},
-                    status=JobStatus.QUEUED,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        finally:
-            await store.close()
-
-    asyncio.run(insert_job())
+    job_id = cloud_run.write_job("reports.monthly", {})
     body = json.dumps({"job_id": job_id, "task": "reports.monthly", "payload": {}, "version": 1})
     answer = cloud_run.deliver(binary_event(pubsub_message(body, attributes={"job_id": job_id})))
     assert answer.status_code == 500
@@ -245,28 +250,7 @@ def test_cloud_schedulers_tick_runs_the_sweeper_in_the_worker(cloud_run: CloudRu
     """cloudrun/schedules.yaml's job publishes the sweeper's tick to the jobs topic; Eventarc
     delivers it to the worker, which sends what the outbox says is due: here a job written with
     its outbox entry whose request died before sending it."""
-    job_id = new_id()
-
-    async def unsent_job() -> None:
-        store = SqliteStore.from_url(cloud_run.database_url)
-        await store.open()
-        try:
-            now = utcnow()
-            await store.create_job(
-                JobRecord(
-                    id=job_id,
-                    task="users.welcome",
-                    payload={"user_id": "gone"},
-                    status=JobStatus.QUEUED,
-                    created_at=now,
-                    updated_at=now,
-                    due_at=now,
-                )
-            )
-        finally:
-            await store.close()
-
-    asyncio.run(unsent_job())
+    job_id = cloud_run.write_job("users.welcome", {"user_id": "gone"}, due=True)
     [sweep] = yaml.safe_load((ROOT / "cloudrun" / "schedules.yaml").read_text())
     tick = base64.b64decode(sweep["pubsubTarget"]["data"])
     before = len(cloud_run.pubsub.published)

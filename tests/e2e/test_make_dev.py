@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.dev_load import census, hammer, kill_group, make_dev
+from tests.support.dev_load import census, kill_under_load, make_dev
 from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +84,7 @@ def test_make_dev_serves_the_welcome_flow(dev_server: str) -> None:
 
 
 async def test_make_dev_killed_under_load_finishes_everything_it_accepted(tmp_path: Path) -> None:
-    """8 clients for 2 s, then SIGKILL to make, the reloader and the server at once; a second
+    """8 clients, and after 2 s SIGKILL to make, the reloader and the server at once; a second
     `make dev` on the same file finishes every job the first accepted: nothing stays queued or
     running, every user is welcomed, and no welcome takes effect twice."""
     database = tmp_path / "dev.db"
@@ -99,10 +99,11 @@ async def test_make_dev_killed_under_load_finishes_everything_it_accepted(tmp_pa
     log = tmp_path / "dev.log"
     port = free_port()
     with make_dev(port, env, log) as first:
-        accepted = await hammer(f"http://127.0.0.1:{port}", clients=8, seconds=2)
-        kill_group(first)
+        base = f"http://127.0.0.1:{port}"
+        accepted = await kill_under_load(base, first, clients=8, seconds=2)
     dead = census(database)
     assert accepted.users > 0
+    assert accepted.cut_off > 0  # the clients were still sending
     assert dead.users >= accepted.users
     assert dead.jobs >= accepted.users + accepted.jobs  # every answered request was written
 

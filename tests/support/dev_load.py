@@ -123,6 +123,16 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
+async def kill_under_load(
+    base: str, process: subprocess.Popen[bytes], *, clients: int, seconds: float
+) -> Accepted:
+    """`hammer` the server and SIGKILL it after `seconds`, while the clients are still sending."""
+    load = asyncio.create_task(hammer(base, clients=clients, seconds=seconds + 60))
+    await asyncio.sleep(seconds)
+    await asyncio.to_thread(kill_group, process)
+    return await load
+
+
 async def hammer(base: str, *, clients: int, seconds: float) -> Accepted:
     """`clients` loops, each creating a user then submitting a job for it, for `seconds`."""
     accepted = Accepted()
