@@ -65,11 +65,12 @@ class Runtime:
             registry=registry,
             lease=timedelta(seconds=settings.job_lease_seconds),
         )
+        grace, resend = settings.outbox_times
         outbox = Outbox(
             store=adapters.store,
             queue=adapters.queue,
-            grace=timedelta(seconds=settings.outbox_grace_seconds),
-            resend_after=timedelta(seconds=settings.job_resend_after),
+            grace=timedelta(seconds=grace),
+            resend_after=timedelta(seconds=resend),
             batch=settings.sweep_batch,
         )
         return cls(

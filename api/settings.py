@@ -94,11 +94,12 @@ class Settings(BaseSettings):
     # the task runs, so a dead worker's job is taken over soon after (docs/jobs.md).
     job_lease_seconds: Annotated[float, Field(gt=0, le=43200)] = 30
     job_max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
-    # The outbox (docs/jobs.md): a committed job waits this long for its request to send its
-    # message before the sweeper sends it; a sent job that has not started by JOB_RESEND_SECONDS
-    # is sent again (default 10 s for the in-process queue, whose messages die with the process,
-    # and 900 s for SQS and Pub/Sub, whose messages outlive a retry cycle of the queue).
-    outbox_grace_seconds: Annotated[float, Field(gt=0, le=3600)] = 10
+    # The outbox (docs/jobs.md): a committed job waits OUTBOX_GRACE_SECONDS for its request to
+    # send its message before the sweeper sends it; a sent job that has not started by
+    # JOB_RESEND_SECONDS is sent again. The in-process queue's messages die with its process and
+    # a resend of one still waiting there is dropped, so 2 s and 2 s; SQS's and Pub/Sub's
+    # outlive a whole retry cycle of the queue, and a backlog should not be doubled: 10 s, 900 s.
+    outbox_grace_seconds: Annotated[float | None, Field(gt=0, le=3600)] = None
     job_resend_seconds: Annotated[float | None, Field(gt=0, le=86400)] = None
     # In-process (make dev): the sweeper runs at start-up and then this often. In the cloud it
     # runs on its schedule (jobs.sweep: every minute).
@@ -230,17 +231,21 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _default_job_resend(self) -> Settings:
+    def _default_outbox_times(self) -> Settings:
+        local = scheme_of(self.queue_url) == "inprocess"
+        if self.outbox_grace_seconds is None:
+            object.__setattr__(self, "outbox_grace_seconds", 2.0 if local else 10.0)
         if self.job_resend_seconds is None:
-            local = scheme_of(self.queue_url) == "inprocess"
-            object.__setattr__(self, "job_resend_seconds", 10.0 if local else 900.0)
+            object.__setattr__(self, "job_resend_seconds", 2.0 if local else 900.0)
         return self
 
     @property
-    def job_resend_after(self) -> float:
-        """JOB_RESEND_SECONDS, with its default filled in."""
-        assert self.job_resend_seconds is not None  # noqa: S101 - filled in by the validator
-        return self.job_resend_seconds
+    def outbox_times(self) -> tuple[float, float]:
+        """(OUTBOX_GRACE_SECONDS, JOB_RESEND_SECONDS), their defaults filled in."""
+        grace, resend = self.outbox_grace_seconds, self.job_resend_seconds
+        if grace is None or resend is None:  # filled in by the validator above
+            raise SettingsError("outbox times were not filled in")
+        return grace, resend
 
     @property
     def rate_limit_parsed(self) -> tuple[int, int] | None:

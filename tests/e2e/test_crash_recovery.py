@@ -50,7 +50,7 @@ __all__ = ["aws_env", "moto_server"]  # fixtures, used by name
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Fast enough for a test; the defaults are 10 s, 10 s (in-process), 5 s and 30 s.
+# Fast enough for a test; the defaults are 2 s, 2 s (in-process), 5 s and 30 s.
 QUICK = {
     "OUTBOX_GRACE_SECONDS": "0.5",
     "JOB_RESEND_SECONDS": "1",

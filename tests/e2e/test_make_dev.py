@@ -90,7 +90,7 @@ async def test_make_dev_killed_under_load_finishes_everything_it_accepted(tmp_pa
     database = tmp_path / "dev.db"
     env = {
         "DATABASE_URL": f"sqlite:///{database}",
-        # Quick enough for a test (defaults: 10 s, 10 s, 5 s, 30 s); the bench uses the defaults.
+        # Quick enough for a test (defaults: 2 s, 2 s, 5 s, 30 s); the bench uses the defaults.
         "OUTBOX_GRACE_SECONDS": "0.5",
         "JOB_RESEND_SECONDS": "1",
         "LOCAL_SWEEP_SECONDS": "0.5",

@@ -27,6 +27,10 @@ def test_the_defaults_need_no_services() -> None:
         ("RATE_LIMIT", "lots"),
         ("JOB_LEASE_SECONDS", "0"),
         ("CACHE_TTL_SECONDS", "soon"),
+        ("OUTBOX_GRACE_SECONDS", "0"),
+        ("JOB_RESEND_SECONDS", "-1"),
+        ("LOCAL_SWEEP_SECONDS", "never"),
+        ("SWEEP_BATCH", "0"),
     ],
 )
 def test_a_bad_value_names_the_setting(
@@ -35,6 +39,14 @@ def test_a_bad_value_names_the_setting(
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=variable):
         load_settings()
+
+
+def test_the_outbox_resends_soon_in_process_and_late_on_a_real_queue() -> None:
+    assert load_settings().outbox_times == (2.0, 2.0)
+    sqs = "https://sqs.eu-west-1.amazonaws.com/123456789012/jobs"
+    assert load_settings(queue_url=sqs).outbox_times == (10.0, 900.0)
+    given = load_settings(queue_url=sqs, outbox_grace_seconds=1, job_resend_seconds=60)
+    assert given.outbox_times == (1.0, 60.0)
 
 
 def test_the_rate_limiter_shares_the_caches_redis() -> None:
