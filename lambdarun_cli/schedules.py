@@ -57,6 +57,9 @@ def sam_events(registry: TaskRegistry) -> dict[str, Any]:
             "Type": "ScheduleV2",
             "Properties": {
                 "Description": schedule.description[:512],
+                # Schedule names are unique per account and region: a fixed one (SAM's default,
+                # the event's logical id) would make a second stage's deploy fail.
+                "OmitName": True,
                 "ScheduleExpression": schedule.expression.text,
                 "FlexibleTimeWindow": {"Mode": "OFF"},
                 "Input": json.dumps(tick, separators=(",", ":")),

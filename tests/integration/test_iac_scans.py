@@ -33,13 +33,17 @@ TEMPLATE = load_template(ROOT / "template.yaml")
 # What SAM and AWS add on top of what template.yaml writes, reviewed (docs/ci-cd.md): a new
 # wildcard or managed policy fails the test until it is looked at and added here.
 KNOWN_WILDCARDS = {
-    # SQSSendMessagePolicy: SendMessage and SendMessageBatch, on the jobs queue only.
+    # SQSSendMessagePolicy: SendMessage and SendMessageBatch, on the jobs queue only (the API
+    # sends each job; the worker's sweeper sends the ones the outbox says are due).
     ("ApiFunctionRole", "Action", "sqs:SendMessage*"),
+    ("WorkerFunctionRole", "Action", "sqs:SendMessage*"),
     # DynamoDBCrudPolicy: the table's own indexes (gsi1).
     ("ApiFunctionRole", "Resource", "table/${tableName}/index/*"),
     ("WorkerFunctionRole", "Resource", "table/${tableName}/index/*"),
 }
 KNOWN_MANAGED_POLICIES = {
+    # EventBridge Scheduler's role per schedule: only lambda:InvokeFunction on the worker.
+    "WorkerFunctionScheduleJobsSweepRole": set(),
     # logs:CreateLogGroup/CreateLogStream/PutLogEvents on "*" (SAM adds it to every function).
     "ApiFunctionRole": {"service-role/AWSLambdaBasicExecutionRole"},
     # + sqs:ReceiveMessage/DeleteMessage/GetQueueAttributes on "*" (added by the SQS event).
@@ -438,3 +442,21 @@ def test_cloud_run_takes_every_secret_setting_from_secret_manager() -> None:
                     assert set(entry["valueFrom"]["secretKeyRef"]) == {"name", "key"}
                 else:
                     assert not CREDENTIALS_IN_URL.search(str(entry.get("value", "")))
+
+
+def test_schedules_have_stack_unique_names_and_invoke_only_the_worker() -> None:
+    """A schedule's name is unique per account and region: a fixed one would fail the second
+    stage's deploy. Its role may invoke the worker function and nothing else."""
+    resources = sam_expanded()["Resources"]
+    schedules = {k: r for k, r in resources.items() if r["Type"] == "AWS::Scheduler::Schedule"}
+    assert schedules
+    for schedule in schedules.values():
+        properties = schedule["Properties"]
+        assert "Name" not in properties
+        assert properties["Target"]["Arn"] == {"Fn::GetAtt": ["WorkerFunction", "Arn"]}
+        role = resources[properties["Target"]["RoleArn"]["Fn::GetAtt"][0]]["Properties"]
+        [statement] = [s for p in role["Policies"] for s in statements(p["PolicyDocument"])]
+        assert (statement["Action"], statement["Resource"]) == (
+            "lambda:InvokeFunction",
+            {"Fn::GetAtt": ["WorkerFunction", "Arn"]},
+        )
