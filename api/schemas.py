@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ EMAIL_PATTERN = (
 )
 # No control characters: they break logs and terminals, and Postgres refuses NUL in text.
 PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]+$"
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
 def _lower(value: str) -> str:
@@ -90,9 +92,24 @@ class UserPage(BaseModel):
     )
 
 
+def _storable(value: Any, path: str = "payload") -> Any:
+    """Refuse text no store keeps: a NUL (PostgreSQL's jsonb refuses it) or a lone surrogate
+    (valid JSON, "\\ud800", but no UTF-8 encodes it), in a key or a value, at any depth."""
+    if isinstance(value, str) and _UNSTORABLE.search(value):
+        raise ValueError(f"{path} holds a NUL or a lone surrogate, which cannot be stored")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key, f"{path} (a key)")
+            _storable(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _storable(item, f"{path}[{index}]")
+    return value
+
+
 class JobCreate(Strict):
     task: str = Field(min_length=1, max_length=100, examples=["users.welcome"])
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: Annotated[dict[str, Any], AfterValidator(_storable)] = Field(default_factory=dict)
 
 
 class Job(FromRecord):

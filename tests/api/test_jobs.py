@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from adapters.inprocess_queue import InProcessQueue
+from adapters.sqlite_store import SqliteStore
 from api.app import create_app
 from api.ids import new_id
 from api.settings import load_settings
@@ -140,3 +141,31 @@ async def test_a_job_that_keeps_failing_ends_failed_and_dead_lettered(flaky_app:
     queue = runtime_of(flaky_app).adapters.queue
     assert isinstance(queue, InProcessQueue)
     assert [m.job_id for m in queue.dead_letters] == [job["id"]]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        r'{"task": "users.welcome", "payload": {"user_id": "a\u0000b"}}',
+        r'{"task": "users.welcome", "payload": {"user_id": "\ud800"}}',
+        r'{"task": "users.welcome", "payload": {"user_id": "u", "note": ["ok", "\udfff"]}}',
+        r'{"task": "users.welcome", "payload": {"user_id": "u", "\u0000": "x"}}',
+    ],
+    ids=["nul", "lone-surrogate", "nested-surrogate", "nul-in-a-key"],
+)
+async def test_text_no_store_can_keep_is_422_and_nothing_is_recorded(
+    app: FastAPI, client: httpx.AsyncClient, body: str
+) -> None:
+    """Valid JSON, but PostgreSQL refuses a NUL and no UTF-8 encodes a lone surrogate: refused
+    before anything is recorded or sent, on every store alike (it never reaches one)."""
+    response = await client.post(
+        "/v1/jobs", content=body.encode(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == PROBLEM
+    [error] = response.json()["errors"]
+    assert error["loc"] == ["body", "payload"]
+    assert "cannot be stored" in error["msg"]
+    store = runtime_of(app).adapters.store
+    assert isinstance(store, SqliteStore)
+    assert await store._fetchall("SELECT id FROM jobs") == []
