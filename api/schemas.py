@@ -23,13 +23,21 @@ PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]+$"
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
+MAX_EMAIL = 254  # RFC 5321's limit on a path, less the angle brackets
+
+
 def _lower(value: str) -> str:
-    return value.lower()
+    """Lower case, then the length again: lowering can lengthen ("İ" becomes "i̇", two code
+    points), so 254 characters given could be 454 stored."""
+    lowered = value.lower()
+    if len(lowered) > MAX_EMAIL:
+        raise ValueError(f"an email has at most {MAX_EMAIL} characters in lower case")
+    return lowered
 
 
 Email = Annotated[
     str,
-    Field(max_length=254, pattern=EMAIL_PATTERN, examples=["ada@example.com"]),
+    Field(max_length=MAX_EMAIL, pattern=EMAIL_PATTERN, examples=["ada@example.com"]),
     AfterValidator(_lower),
 ]
 Name = Annotated[

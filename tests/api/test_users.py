@@ -44,6 +44,21 @@ async def test_an_email_is_registered_once(client: httpx.AsyncClient) -> None:
     assert response.json()["field"] == "email"
 
 
+async def test_an_email_that_lower_case_makes_too_long_is_422(client: httpx.AsyncClient) -> None:
+    """"İ" lowers to two code points: 200 of them make a 254-character email 454 long."""
+    local = "İ" * 60
+    email = f"{local}@{'d' * (254 - len(local) - 1 - 4)}.com"
+    assert len(email) == 254
+    assert len(email.lower()) > 254
+    response = await client.post("/v1/users", json={"email": email, "name": "Ada"})
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "email"]
+    assert "lower case" in response.json()["errors"][0]["msg"]
+    # The same length that stays 254 in lower case is taken.
+    fitting = f"{'i' * 60}@{'d' * (254 - 60 - 1 - 4)}.com"
+    assert (await client.post("/v1/users", json={"email": fitting, "name": "A"})).status_code == 201
+
+
 @pytest.mark.parametrize(
     "body",
     [
