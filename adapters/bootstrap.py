@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -12,6 +14,8 @@ from adapters.errors import ConfigurationError, Unavailable
 if TYPE_CHECKING:
     from adapters.ports import Cache, IdempotencyStore, Queue, RateLimiter, Resource, Store
     from adapters.pubsub_push_verifier import PubSubPushVerifier
+
+logger = logging.getLogger(__name__)
 
 # The URL schemes each setting accepts; settings validation reads these so the
 # two lists cannot drift apart.
@@ -23,6 +27,20 @@ RATE_LIMIT_SCHEMES = frozenset({"memory", "redis", "rediss"})
 
 def scheme_of(url: str) -> str:
     return urlsplit(url).scheme.lower()
+
+
+_PASSWORD_PARAMETER = re.compile(r"(?i)(^|&)(password|passwd)=[^&]*")
+
+
+def redacted(url: str) -> str:
+    """The URL with its password hidden (in the authority or a `password=` parameter), for
+    messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        parts = parts._replace(netloc=f"{user}:***@{host}")
+    return parts._replace(query=_PASSWORD_PARAMETER.sub(r"\1\2=***", parts.query)).geturl()
 
 
 @dataclass(slots=True)
@@ -164,19 +182,23 @@ class Adapters:
                 raise result
 
     async def check(self, limit: float) -> dict[str, str]:
-        """Ping every adapter at once; maps each name to "ok" or the reason it failed."""
+        """Ping every adapter at once; maps each name to "ok", "unavailable" or "timeout". The
+        reason goes to the log, not the answer: a driver's message names hosts, ports and
+        paths that a probe's caller has no business seeing."""
 
-        async def one(resource: Resource) -> str:
+        async def one(name: str, resource: Resource) -> str:
             try:
                 await asyncio.wait_for(resource.ping(), limit)
             except TimeoutError:
-                return f"no answer within {limit:g}s"
+                logger.warning("readiness: %s gave no answer within %gs", name, limit)
+                return "timeout"
             except Unavailable as exc:
-                return str(exc)
+                logger.warning("readiness: %s: %s", name, exc)
+                return "unavailable"
             return "ok"
 
         named = self.named()
-        answers = await asyncio.gather(*(one(r) for r in named.values()))
+        answers = await asyncio.gather(*(one(n, r) for n, r in named.items()))
         return dict(zip(named, answers, strict=True))
 
 

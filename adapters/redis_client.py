@@ -15,6 +15,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from adapters.bootstrap import redacted
 from adapters.errors import ConfigurationError, Unavailable
 
 T = TypeVar("T")
@@ -26,16 +27,6 @@ _REFUSED_QUERY_ARGUMENTS = frozenset(
     {"socket_timeout", "socket_connect_timeout", "timeout", "retry_on_timeout"}
 )
 DEFAULT_MAX_CONNECTIONS = 100
-
-
-def redacted(url: str) -> str:
-    """The URL with its password hidden, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 def check_url(url: str) -> None:

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
 from api import idempotency
-from api.auth import check_auth_allowed, document_auth, install_bearer_auth
+from api.auth import document_auth, install_bearer_auth
 from api.cloud_logging import on_cloud_run
 from api.errors import install_error_handlers
 from api.limits import LimitsMiddleware
@@ -20,7 +20,7 @@ from api.routes import health, v1
 from api.routes.problems import problems
 from api.runtime import Runtime
 from api.security_headers import SecurityHeaders, add_cors, cover_unhandled_errors
-from api.settings import Settings, check_cursor_secret, load_settings
+from api.settings import Settings, check_startup, load_settings
 from api.tasks.registry import TaskRegistry
 
 TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
@@ -36,8 +36,7 @@ def create_app(
     per process or Lambda execution environment. `configure_logs=False` leaves logging to the
     caller (the Lambda handlers use Powertools)."""
     settings = settings or load_settings()
-    check_auth_allowed(settings)
-    check_cursor_secret(settings)
+    check_startup(settings)
     if configure_logs:
         configure_logging(settings.log_level, json_lines=settings.stage != "local")
     runtime = Runtime.build(settings, registry)

@@ -4,6 +4,7 @@ their own."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -67,7 +68,7 @@ class Settings(BaseSettings):
     rate_limit_url: str | None = None  # defaults to the cache's Redis when there is one
 
     stage: str = "local"
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     # FastAPI's native OpenTelemetry (spans, metrics, logs to the global providers). Off unless
     # asked for: nothing here installs a provider, and looking for one costs every request
     # (~3 us of a ~40 us /healthz; docs/cloudrun.md).
@@ -145,8 +146,32 @@ class Settings(BaseSettings):
     @field_validator("rate_limit")
     @classmethod
     def _rate_limit(cls, value: str | None) -> str | None:
-        if value is not None and not _RATE.match(value):
+        match = None if value is None else _RATE.match(value)
+        if value is not None and match is None:
             raise ValueError("RATE_LIMIT must look like '100/minute' (second, minute, hour or day)")
+        if match is not None and int(match[1]) < 1:
+            raise ValueError("RATE_LIMIT allows at least 1 request a period; unset it for none")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _sqlite_folder(cls, value: str) -> str:
+        """A SQLite file's folder is made at start-up; refuse a path under a file now."""
+        if scheme_of(value) != "sqlite":
+            return value
+        path = urlsplit(value).path.removeprefix("/")
+        if path in {"", ":memory:"}:
+            return value
+        for folder in Path(path).parents:
+            if folder.exists():
+                if not folder.is_dir():
+                    raise ValueError(f"{folder} is a file, so {path} cannot be a database in it")
+                break
         return value
 
     @field_validator("auth", mode="before")
@@ -261,17 +286,35 @@ class Settings(BaseSettings):
         return tuple(self.jwt_algorithms.split(","))
 
 
+MIN_CURSOR_SECRET_BYTES = 32  # 256 bits: an HMAC-SHA256 key as long as its output
+
+
 def check_cursor_secret(settings: Settings) -> None:
-    """The development cursor key is public (it is in this file): refused at start-up of the
-    API on any stage but local and test, where cursors signed with it could be forged."""
-    if settings.stage not in OPEN_STAGES and (
-        settings.cursor_secret.get_secret_value() == DEV_CURSOR_SECRET
-    ):
-        raise SettingsError(
-            f"invalid settings: CURSOR_SECRET: set a secret of your own on STAGE "
-            f"{settings.stage!r} (on Lambda CURSOR_SECRET_PARAMETER names it in SSM; on Cloud "
-            "Run a Secret Manager reference; docs/secrets.md)"
-        )
+    """The development cursor key is public (it is in this file), and a short one can be
+    guessed: either is refused at start-up of the API on any stage but local and test, where
+    cursors signed with it could be forged."""
+    if settings.stage in OPEN_STAGES:
+        return
+    secret = settings.cursor_secret.get_secret_value()
+    if secret == DEV_CURSOR_SECRET:
+        problem = "set a secret of your own"
+    elif len(secret.encode()) < MIN_CURSOR_SECRET_BYTES:
+        problem = f"use at least {MIN_CURSOR_SECRET_BYTES} bytes (openssl rand -hex 32)"
+    else:
+        return
+    raise SettingsError(
+        f"invalid settings: CURSOR_SECRET: {problem} on STAGE {settings.stage!r} (on Lambda "
+        "CURSOR_SECRET_PARAMETER names it in SSM; on Cloud Run a Secret Manager reference; "
+        "docs/secrets.md)"
+    )
+
+
+def check_startup(settings: Settings) -> None:
+    """What the API refuses to start with beyond the values themselves; `SettingsError`."""
+    from api.auth import check_auth_allowed
+
+    check_auth_allowed(settings)
+    check_cursor_secret(settings)
 
 
 def load_settings(**overrides: object) -> Settings:

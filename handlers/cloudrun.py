@@ -14,10 +14,12 @@ gc.disable()  # no collections while importing: see docs/performance.md
 
 import os  # noqa: E402
 import signal  # noqa: E402
+import sys  # noqa: E402
 
 import uvicorn  # noqa: E402
 
 from api.app import create_app  # noqa: E402
+from api.settings import SettingsError  # noqa: E402
 
 GRACE_SECONDS = 8  # Cloud Run sends SIGKILL 10 s after SIGTERM
 
@@ -44,7 +46,15 @@ def build_server(port: int) -> uvicorn.Server:
 
 
 def main() -> None:
-    server = build_server(int(os.environ.get("PORT", "8080")))
+    port = os.environ.get("PORT", "8080")
+    try:
+        if not port.isdigit():
+            raise SettingsError(f"invalid settings: PORT: {port!r} is not a port number")
+        server = build_server(int(port))
+    except SettingsError as exc:
+        # One line naming the variable, and a status the platform logs: no traceback to read.
+        print(f"lambdarun: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     gc.freeze()  # what init made lives for the whole process: keep it out of collections
     gc.enable()
     # uvicorn re-raises SIGTERM once it has shut down, which would end the process with the

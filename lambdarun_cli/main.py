@@ -17,23 +17,29 @@ SOURCE_DIRS = ("api", "adapters", "handlers")
 
 
 def _default_port() -> int:
-    try:
-        return int(os.environ.get("PORT", "8000"))
-    except ValueError:
-        sys.exit("PORT must be a number")
+    port = os.environ.get("PORT", "8000")
+    if not port.isdigit():
+        print(f"lambdarun: invalid settings: PORT: {port!r} is not a port number", file=sys.stderr)
+        sys.exit(2)
+    return int(port)
 
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
-def _settings(command: str) -> Settings | None:
-    from api.settings import SettingsError, load_settings
+def _settings(command: str, *, serving: bool = False) -> Settings | None:
+    """The settings (for `serving`, checked as the app checks them at start-up); None, and one
+    line naming the variable on stderr, when they are refused."""
+    from api.settings import SettingsError, check_startup, load_settings
 
     try:
-        return load_settings()
+        settings = load_settings()
+        if serving:
+            check_startup(settings)
     except SettingsError as exc:
         print(f"lambdarun {command}: {exc}", file=sys.stderr)
         return None
+    return settings
 
 
 def _upgrade(database_url: str, command: str) -> int:
@@ -78,17 +84,20 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     from adapters.bootstrap import scheme_of
 
-    settings = _settings("dev")  # fail here, with the setting named, not in a reload worker
+    # Fail here, with the setting named, not in a reload worker.
+    settings = _settings("dev", serving=True)
     if settings is None:
         return 2
     if scheme_of(settings.database_url) in POSTGRES_SCHEMES:
         status = _upgrade(settings.database_url, "dev")
         if status:
             return status
+    from adapters.bootstrap import redacted
+
     print(
         f"lambdarun dev: http://{args.host}:{args.port} (docs at /docs)\n"
-        f"  DATABASE_URL={settings.database_url}  QUEUE_URL={settings.queue_url}"
-        f"  CACHE_URL={settings.cache_url}",
+        f"  DATABASE_URL={redacted(settings.database_url)}  QUEUE_URL={settings.queue_url}"
+        f"  CACHE_URL={redacted(settings.cache_url)}",
         file=sys.stderr,
     )
     uvicorn.run(

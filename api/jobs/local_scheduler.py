@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from adapters.errors import Unavailable
 from api.tasks.registry import SWEEP, Schedule
 
 logger = logging.getLogger(__name__)
@@ -66,5 +67,7 @@ class LocalScheduler:
     async def _once(self, name: str) -> None:
         try:
             await self._run(name)
+        except Unavailable as exc:  # an outage, said once a run, without a traceback
+            logger.warning("scheduled task %s: %s; it runs again at its next time", name, exc)
         except Exception:
             logger.exception("scheduled task %s failed; it runs again at its next time", name)

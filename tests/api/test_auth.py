@@ -603,7 +603,9 @@ def test_auth_off_serves_locally_and_in_tests(stage: str) -> None:
 
 
 def test_auth_jwt_on_a_deployed_stage_starts(jwks: JwksServer, tmp_path: Path) -> None:
-    create_app(jwt_settings(tmp_path, jwks.url, stage="prod", cursor_secret="s3cret-of-prod"))
+    create_app(
+        jwt_settings(tmp_path, jwks.url, stage="prod", cursor_secret="s3cret-of-prod-" + "x" * 32)
+    )
 
 
 @pytest.mark.parametrize(

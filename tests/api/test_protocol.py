@@ -11,7 +11,10 @@ from fastapi import FastAPI
 
 from adapters.errors import Unavailable
 from adapters.records import JobMessage
+from api.app import create_app
+from api.settings import load_settings
 from tests.api.conftest import drain, runtime_of, use_queue
+from tests.support.net import refused_port
 
 PROBLEM = "application/problem+json"
 
@@ -30,6 +33,22 @@ async def test_readyz_is_ok_when_every_adapter_answers(client: httpx.AsyncClient
         "cache": "ok",
         "rate_limiter": "ok",
     }
+
+
+async def test_readyz_names_what_is_down_and_nothing_of_where_it_is() -> None:
+    """A driver's error names hosts, ports, users and paths: /readyz says which dependency is
+    down, and the log (not the answer) says why."""
+    with refused_port() as port:
+        url = f"postgresql://appuser:hunter2@127.0.0.1:{port}/appdb"
+        app = create_app(load_settings(database_url=url, io_timeout=0.5))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                ready = await client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["store"] == "unavailable"
+    for secret in ("127.0.0.1", str(port), "appuser", "appdb", "hunter2", "Connect"):
+        assert secret not in ready.text
 
 
 async def test_readyz_is_503_naming_a_store_that_is_down(
@@ -136,7 +155,7 @@ async def test_when_the_queue_is_down_submissions_are_kept_and_sent_when_it_is_b
     assert (await client.get(job.headers["location"])).json()["status"] == "queued"
     ready = await client.get("/readyz")
     assert ready.status_code == 503
-    assert ready.json()["checks"]["queue"] == "connection refused"
+    assert ready.json()["checks"]["queue"] == "unavailable"
 
     # The queue comes back; the sweeper sends what the requests could not.
     use_queue(app, working)

@@ -45,7 +45,7 @@ async def test_an_email_is_registered_once(client: httpx.AsyncClient) -> None:
 
 
 async def test_an_email_that_lower_case_makes_too_long_is_422(client: httpx.AsyncClient) -> None:
-    """"İ" lowers to two code points: 200 of them make a 254-character email 454 long."""
+    """ "İ" lowers to two code points: 200 of them make a 254-character email 454 long."""
     local = "İ" * 60
     email = f"{local}@{'d' * (254 - len(local) - 1 - 4)}.com"
     assert len(email) == 254

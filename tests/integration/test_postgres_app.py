@@ -4,7 +4,10 @@ concurrent requests, and a server that goes away and comes back."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
 import httpx
@@ -138,3 +141,31 @@ async def test_a_store_outage_between_the_user_and_its_job_leaves_no_ghost_user(
                     assert await admin.fetchval("SELECT count(*) FROM jobs") == 1
             finally:
                 await admin.close()
+
+
+async def test_lambdarun_dev_shows_the_database_url_without_its_password() -> None:
+    async with fresh_database() as url:
+        given = url.replace("://postgres@", "://postgres:hunter2@")
+        assert "hunter2" in given  # trust authentication here: the password is not checked
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "lambdarun"),
+            "dev",
+            "--no-reload",
+            "--port",
+            "0",
+            env={**os.environ, "DATABASE_URL": given},
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert process.stderr is not None
+        shown = ""
+        try:
+            async with asyncio.timeout(60):
+                while "DATABASE_URL=" not in shown:
+                    line = await process.stderr.readline()
+                    assert line, f"lambdarun dev ended early:\n{shown}"
+                    shown += line.decode()
+        finally:
+            process.terminate()
+            await process.wait()
+    assert "hunter2" not in shown
+    assert "postgres:***@" in shown

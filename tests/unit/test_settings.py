@@ -60,6 +60,8 @@ def test_the_public_development_cursor_key_is_refused_on_a_deployed_stage() -> N
 
     with pytest.raises(SettingsError, match="CURSOR_SECRET"):
         check_cursor_secret(load_settings(stage="prod"))
-    check_cursor_secret(load_settings(stage="prod", cursor_secret="a-real-secret"))
+    check_cursor_secret(
+        load_settings(stage="prod", cursor_secret="a-real-secret-of-32-bytes-or-more")
+    )
     check_cursor_secret(load_settings(stage="local"))
     check_cursor_secret(load_settings(stage="test"))
