@@ -76,14 +76,18 @@ _METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method some route serves at this path. Starlette's own 405 names only the methods
-    of the first route that matched the path, and FastAPI makes one route per operation."""
+    """Every method some route serves at this path, and HEAD wherever GET is (the edge layer,
+    api/middleware.py, serves it). Starlette's own 405 names only the methods of the first
+    route that matched the path, and FastAPI makes one route per operation."""
     routes = request.app.router.routes
-    return ", ".join(
+    served = {
         method
         for method in _METHODS
         if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
-    )
+    }
+    if "GET" in served:
+        served.add("HEAD")
+    return ", ".join(sorted(served))
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:

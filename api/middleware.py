@@ -34,8 +34,10 @@ class RequestIdMiddleware:
     (`request.state.request_id`) and logs, and returns it on the response.
 
     The edge of the app, so it does the other per-request work of that place in the same layer:
-    `decorate` adds the headers every response carries (api/security_headers.py), and with
-    `trace` the request's trace context is put where Cloud Logging's formatter reads it."""
+    `decorate` adds the headers every response carries (api/security_headers.py), with `trace`
+    the request's trace context is put where Cloud Logging's formatter reads it, and a HEAD is
+    served as the GET it asks about, without the body (RFC 9110 9.3.2; FastAPI routes GET to
+    GET only, and HEAD to nothing)."""
 
     def __init__(
         self, app: ASGIApp, *, decorate: Decorate | None = None, trace: bool = False
@@ -58,6 +60,9 @@ class RequestIdMiddleware:
         )
         scope.setdefault("state", {})["request_id"] = request_id
         raw = request_id.encode()
+        head = scope["method"] == "HEAD"
+        if head:
+            scope = {**scope, "method": "GET"}
 
         decorate = self.decorate
 
@@ -66,6 +71,8 @@ class RequestIdMiddleware:
                 # Responses from inside never set it themselves (api/errors.py leaves it here).
                 headers = [*message.get("headers", ()), (b"x-request-id", raw)]
                 message["headers"] = headers if decorate is None else decorate(scope, headers)
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}  # the GET's headers, none of its body
             await send(message)
 
         token = request_id_var.set(request_id)

@@ -8,6 +8,7 @@ from datetime import datetime
 from adapters.errors import NotFound
 from adapters.ports import Cache, Store, UserChanges
 from adapters.records import Page, UserRecord
+from api.conditional import IfMatch, precondition_failed
 from api.ids import is_id, new_id
 from api.jobs.outbox import Outbox
 from api.jobs.submit import new_job
@@ -76,10 +77,14 @@ async def update_user(
     cache: Cache,
     user_id: str,
     data: UserUpdate,
-    expected_version: int | None,
+    if_match: IfMatch | None,
     now: datetime,
 ) -> UserRecord:
+    """Apply the change, under `if_match` when given: then a user that is not there, or not at
+    a version it names, is 412 (RFC 9110 13.1.1), not 404."""
     if not is_id(user_id):
+        if if_match is not None:
+            raise precondition_failed()
         raise NotFound(f"user {user_id[:64]} does not exist")
     changes: UserChanges = {}
     if data.email is not None:
@@ -87,9 +92,30 @@ async def update_user(
     if data.name is not None:
         changes["name"] = data.name
     try:
-        return await store.update_user(user_id, changes, at=now, expected_version=expected_version)
+        return await store.update_user(
+            user_id, changes, at=now, expected_version=await _expected(store, user_id, if_match)
+        )
+    except NotFound:
+        if if_match is not None:
+            raise precondition_failed() from None
+        raise
     finally:
         await cache.delete(cache_key(user_id))
+
+
+async def _expected(store: Store, user_id: str, if_match: IfMatch | None) -> int | None:
+    """The version the conditional write must find: the one `if_match` names, or for a list
+    (or `*`) the current one if it is among them, read now and checked again by the write."""
+    if if_match is None:
+        return None
+    only = if_match.only()
+    if only is not None and not if_match.any:
+        return only
+    current = await store.get_user(user_id)
+    version = None if current is None else current.version
+    if not if_match.holds(version):
+        raise precondition_failed()
+    return version
 
 
 async def delete_user(*, store: Store, cache: Cache, user_id: str) -> None:

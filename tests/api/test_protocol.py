@@ -169,7 +169,11 @@ async def test_when_the_queue_is_down_submissions_are_kept_and_sent_when_it_is_b
 
 @pytest.mark.parametrize(
     ("path", "allowed"),
-    [("/v1/users", "GET, POST"), ("/v1/users/x", "DELETE, GET, PATCH"), ("/v1/jobs", "POST")],
+    [
+        ("/v1/users", "GET, HEAD, POST"),
+        ("/v1/users/x", "DELETE, GET, HEAD, PATCH"),
+        ("/v1/jobs", "POST"),
+    ],
 )
 async def test_a_405_lists_every_method_the_path_serves(
     client: httpx.AsyncClient, path: str, allowed: str

@@ -173,7 +173,10 @@ async def test_listing_pages_through_every_user_once(client: httpx.AsyncClient) 
     assert pages == 3
 
 
-@pytest.mark.parametrize("limit", ["0", "-1", "101", "1000000000000000000000", "abc", "1.5"])
+@pytest.mark.parametrize(
+    "limit",
+    ["0", "-1", "101", "1000000000000000000000", "abc", "1.5", "1_0", "+5", " 7", "\u0663"],
+)
 async def test_limit_out_of_bounds_is_422(client: httpx.AsyncClient, limit: str) -> None:
     response = await client.get("/v1/users", params={"limit": limit})
     assert response.status_code == 422
@@ -218,11 +221,60 @@ async def test_patch_with_a_stale_if_match_is_412_and_changes_nothing(
     url = f"/v1/users/{user['id']}"
     tag = (await client.get(url)).headers["etag"]
     assert (await client.patch(url, json={"name": "First"}, headers={"If-Match": tag})).is_success
-    for header in (tag, '"garbage"', "W/" + tag, '"v1", "v2"'):
+    for header in (tag, '"garbage"', "W/" + tag, f'"v999", {tag}'):
         response = await client.patch(url, json={"name": "Second"}, headers={"If-Match": header})
         assert response.status_code == 412, header
         assert response.headers["content-type"] == PROBLEM
     assert (await client.get(url)).json()["name"] == "First"
+
+
+async def test_if_match_compares_strongly_and_honours_a_list(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    user = await new_user(client)
+    await drain(app)  # the welcome has run: the version stays put
+    url = f"/v1/users/{user['id']}"
+    tag = (await client.get(url)).headers["etag"]
+    zero_padded = tag.replace('"v', '"v0')
+    for refused in ("W/" + tag, zero_padded):
+        response = await client.patch(url, json={"name": "No"}, headers={"If-Match": refused})
+        assert response.status_code == 412, refused
+    listed = await client.patch(url, json={"name": "Yes"}, headers={"If-Match": f'"v999", {tag}'})
+    assert listed.status_code == 200
+    assert listed.json()["name"] == "Yes"
+
+
+async def test_if_match_on_a_deleted_user_is_412_not_404(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """RFC 9110 13.1.1: with no current representation, If-Match is false, so 412."""
+    user = await new_user(client)
+    await drain(app)  # the welcome has run: the version stays put
+    url = f"/v1/users/{user['id']}"
+    tag = (await client.get(url)).headers["etag"]
+    assert (await client.delete(url)).status_code == 204
+    for header in (tag, "*"):
+        response = await client.patch(url, json={"name": "Gone"}, headers={"If-Match": header})
+        assert response.status_code == 412, header
+        assert response.headers["content-type"] == PROBLEM
+    assert (await client.patch(url, json={"name": "Gone"})).status_code == 404
+
+
+async def test_head_is_served_wherever_get_is(app: FastAPI, client: httpx.AsyncClient) -> None:
+    user = await new_user(client)
+    await drain(app)  # the welcome has run: the version stays put
+    for path in ("/healthz", "/readyz", "/v1/users", f"/v1/users/{user['id']}", "/openapi.json"):
+        got, head = await client.get(path), await client.head(path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b""
+        for header in ("content-type", "content-length", "etag"):
+            assert head.headers.get(header) == got.headers.get(header), (path, header)
+    tag = (await client.get(f"/v1/users/{user['id']}")).headers["etag"]
+    cached = await client.head(f"/v1/users/{user['id']}", headers={"If-None-Match": tag})
+    assert cached.status_code == 304
+    post_only = await client.head("/v1/jobs")
+    assert (post_only.status_code, post_only.headers["allow"]) == (405, "POST")
+    assert post_only.content == b""
 
 
 async def test_concurrent_patches_with_one_if_match_let_one_through(

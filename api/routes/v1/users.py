@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from pydantic import BeforeValidator
 
 from api import conditional
 from api.auth import USERS_READ, USERS_WRITE, require
@@ -27,6 +28,14 @@ from api.schemas import User, UserCreate, UserPage, UserUpdate
 from api.services import users as service
 
 router = APIRouter(prefix="/users", tags=["users"])
+
+
+def plain_digits(value: object) -> object:
+    """A count in a query is ASCII digits: Python's int() would also take "1_0", "+5", " 7" and
+    other scripts' digits, which no client means and no cache key should treat as 10."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number written with the digits 0-9")
+    return value
 CURSOR_SCOPE = "users"
 MAX_PAGE = 100
 # First among a route's dependencies: a caller without the scope learns nothing else (415, 422).
@@ -77,7 +86,7 @@ async def list_users(
     response: Response,
     store: StoreDep,
     settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE), BeforeValidator(plain_digits)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> UserPage:
     secret = settings.cursor_secret.get_secret_value().encode()
@@ -145,7 +154,7 @@ async def update_user(
         cache=cache,
         user_id=user_id,
         data=data,
-        expected_version=conditional.expected_version(if_match),
+        if_match=conditional.if_match(if_match),
         now=now,
     )
     response.headers["ETag"] = conditional.etag(record.version)
