@@ -86,6 +86,7 @@ def create_app(
         RequestIdMiddleware,
         decorate=SecurityHeaders(settings=settings, docs_paths=docs),
         trace=on_cloud_run(),  # only Cloud Logging reads the trace context
+        proxy_hops=settings.proxy_hops,
     )
     health.install(app)
     for router in v1.routers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable
@@ -29,21 +30,55 @@ Header = tuple[bytes, bytes]
 Decorate = Callable[[Scope, list[Header]], list[Header]]
 
 
+def forwarded_client(scope: Scope, hops: int) -> Scope:
+    """`scope` with the client and scheme the proxies in front report, trusting exactly `hops`
+    of them. Each proxy appends the address it received the request from to X-Forwarded-For,
+    so the client is the `hops`-th entry from the right; whatever is further left came from
+    the client and proves nothing (Cloud Run's front end appends one entry; an external
+    Application Load Balancer in front of it, two). Unchanged when the header has fewer
+    entries or that one is no IP address."""
+    forwarded: list[bytes] = []
+    proto = b""
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-for":
+            forwarded += value.split(b",")
+        elif name == b"x-forwarded-proto":
+            proto = value.rsplit(b",", 1)[-1].strip()  # the nearest proxy's
+    changed: dict[str, Any] = {}
+    if len(forwarded) >= hops:
+        try:
+            address = ipaddress.ip_address(forwarded[-hops].strip().decode("ascii"))
+        except (ValueError, UnicodeDecodeError):
+            pass
+        else:
+            changed["client"] = (str(address), 0)
+    if proto in (b"http", b"https"):
+        changed["scheme"] = proto.decode()
+    return {**scope, **changed} if changed else scope
+
+
 class RequestIdMiddleware:
     """Accepts a well-formed `X-Request-ID` from the client or makes one, exposes it to handlers
     (`request.state.request_id`) and logs, and returns it on the response.
 
     The edge of the app, so it does the other per-request work of that place in the same layer:
     `decorate` adds the headers every response carries (api/security_headers.py), with `trace`
-    the request's trace context is put where Cloud Logging's formatter reads it, and a HEAD is
+    the request's trace context is put where Cloud Logging's formatter reads it, with
+    `proxy_hops` the client is read from X-Forwarded-For as `forwarded_client` says, and a HEAD is
     served as the GET it asks about, without the body (RFC 9110 9.3.2; FastAPI routes GET to
     GET only, and HEAD to nothing)."""
 
     def __init__(
-        self, app: ASGIApp, *, decorate: Decorate | None = None, trace: bool = False
+        self,
+        app: ASGIApp,
+        *,
+        decorate: Decorate | None = None,
+        trace: bool = False,
+        proxy_hops: int = 0,
     ) -> None:
         self.app = app
         self.decorate = decorate
+        self.proxy_hops = proxy_hops
         self.trace: Callable[[Scope], Token[Any]] | None = None
         if trace:
             # Imported here: that module imports this one, and only Cloud Run needs it.
@@ -60,6 +95,8 @@ class RequestIdMiddleware:
         )
         scope.setdefault("state", {})["request_id"] = request_id
         raw = request_id.encode()
+        if self.proxy_hops:
+            scope = forwarded_client(scope, self.proxy_hops)
         head = scope["method"] == "HEAD"
         if head:
             scope = {**scope, "method": "GET"}

@@ -21,8 +21,9 @@ EXEMPT = frozenset({"/healthz", "/readyz"})  # probes must never be refused
 
 def client_key(scope: Scope) -> str:
     """Who is asking: the authenticated subject when there is one, else the client address as
-    the platform reports it (API Gateway's sourceIp via Mangum; on Cloud Run the first
-    X-Forwarded-For hop, which uvicorn's --proxy-headers puts in `client`)."""
+    the platform reports it (API Gateway's sourceIp via Mangum; on Cloud Run the entry its
+    front end appended to X-Forwarded-For, which the edge layer puts in `client`:
+    api/middleware.py, PROXY_HOPS)."""
     subject = scope.get("state", {}).get("subject")
     if subject:
         return f"sub:{subject}"

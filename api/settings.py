@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # instance of a deployment must share it.
     cursor_secret: SecretStr = SecretStr(DEV_CURSOR_SECRET)
     rate_limit: str | None = None  # e.g. "100/minute"; unset means no limit
+    # How many proxies in front append to X-Forwarded-For: the client is the entry this many
+    # from the right (api/middleware.py). 0 trusts no header: the peer (or, on Lambda, API
+    # Gateway's sourceIp) is the client. Cloud Run: 1; behind an external load balancer: 2.
+    proxy_hops: Annotated[int, Field(ge=0, le=10)] = 0
     # Pub/Sub push into this service (POST /internal/pubsub/push): on when an audience is set;
     # every push must then carry a Google-signed OIDC token for it, from this account if given.
     pubsub_push_audience: str | None = None

@@ -1,9 +1,9 @@
 """Cloud Run entry point: `python -m handlers.cloudrun` serves the app with uvicorn on $PORT.
 
-uvloop and httptools; proxy headers trusted from any peer (Cloud Run's front end is the only
-one that can reach the container); on SIGTERM uvicorn stops accepting, lets in-flight requests
-finish for up to GRACE_SECONDS, runs the lifespan shutdown (closing pools) and the process
-exits 0, inside the 10 s Cloud Run allows before SIGKILL.
+uvloop and httptools; the client's address and scheme from the proxy headers the app trusts
+(PROXY_HOPS: Cloud Run's front end appends one hop); on SIGTERM uvicorn stops accepting, lets
+in-flight requests finish for up to GRACE_SECONDS, runs the lifespan shutdown (closing pools)
+and the process exits 0, inside the 10 s Cloud Run allows before SIGKILL.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ def build_server(port: int) -> uvicorn.Server:
         loop="uvloop",
         http="httptools",
         lifespan="on",
-        proxy_headers=True,
-        forwarded_allow_ips="*",
+        # Not uvicorn's: with every peer trusted it takes the leftmost X-Forwarded-For entry,
+        # which the client writes. The app reads the hop PROXY_HOPS says (api/middleware.py).
+        proxy_headers=False,
         timeout_graceful_shutdown=GRACE_SECONDS,
         # Cloud Run writes a request log for every request already, and the app's own
         # logging is set up by create_app (JSON lines there).

@@ -16,6 +16,7 @@ SETTING_NAMES = (
     "CACHE_URL",
     "RATE_LIMIT_URL",
     "RATE_LIMIT",
+    "PROXY_HOPS",
     "STAGE",
     "CURSOR_SECRET",
     "LOG_LEVEL",

@@ -276,20 +276,65 @@ def test_the_start_command_serves_on_port(api_server: ServerProcess) -> None:
     assert "0.0.0.0" in listening[0]
 
 
-def test_proxy_headers_from_any_peer_are_trusted(api_server: ServerProcess) -> None:
-    """Cloud Run's front end is the only peer, and not on 127.0.0.1 (uvicorn's default trusted
-    address): a request from 127.0.0.2 stands for it."""
-    transport = httpx.HTTPTransport(local_address="127.0.0.2")
-    with httpx.Client(transport=transport, base_url=api_server.base_url, timeout=5) as client:
+@pytest.fixture
+def behind_cloud_run(tmp_path: Path) -> Iterator[ServerProcess]:
+    """The start command as service.yaml configures it: one proxy hop (Cloud Run's front end)
+    trusted, and a rate limit to see whom the app takes a request for."""
+    port = free_port()
+    env = server_env(
+        port, DATABASE_URL=f"sqlite:///{tmp_path}/api.db", PROXY_HOPS="1", RATE_LIMIT="5/minute"
+    )
+    with running(start_command(), port=port, env=env, log_path=tmp_path / "server.log") as server:
+        yield server
+
+
+def test_only_the_hop_cloud_runs_front_end_appends_is_trusted(
+    behind_cloud_run: ServerProcess,
+) -> None:
+    """X-Forwarded-For is "<what the client wrote>, <the client as the front end saw it>": a
+    client that writes a new address into each request is still one client."""
+    real = "198.51.100.9"
+    with httpx.Client(base_url=behind_cloud_run.base_url, timeout=5) as client:
+        statuses = [
+            client.get(
+                "/v1/users", headers={"X-Forwarded-For": f"203.0.113.{n}, {real}"}
+            ).status_code
+            for n in range(15)
+        ]
+        assert statuses.count(200) == 5
+        assert statuses.count(429) == 10
+        # Another client, however its header starts, is counted on its own.
+        other = client.get("/v1/users", headers={"X-Forwarded-For": f"{real}, 198.51.100.10"})
+        assert other.status_code == 200
+        # The scheme the front end saw is the request's, for the URLs the app builds.
         forwarded = client.get(
             "/v1/users/",
-            headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"},
+            headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.11"},
             follow_redirects=False,
         )
-        plain = client.get("/v1/users/", follow_redirects=False)
-    assert forwarded.status_code == 307
-    assert forwarded.headers["location"].startswith("https://")
-    assert plain.headers["location"].startswith("http://")
+        assert forwarded.status_code == 307
+        assert forwarded.headers["location"].startswith("https://")
+
+
+def test_a_client_cannot_claim_anothers_idempotency_keys(behind_cloud_run: ServerProcess) -> None:
+    """Keys belong to a caller: one who writes another's address first in X-Forwarded-For is
+    still itself, so its request runs (no replay of the other's answer, no 422 for reuse)."""
+    key = {"Idempotency-Key": "4a7c1e9e-shared"}
+    with httpx.Client(base_url=behind_cloud_run.base_url, timeout=5) as client:
+        first = client.post(
+            "/v1/users",
+            json={"email": "first@example.com", "name": "First"},
+            headers={**key, "X-Forwarded-For": "198.51.100.20"},
+        )
+        assert first.status_code == 201
+        impostor = client.post(
+            "/v1/users",
+            json={"email": "second@example.com", "name": "Second"},
+            headers={**key, "X-Forwarded-For": "198.51.100.20, 198.51.100.21"},
+        )
+    assert impostor.status_code == 201, impostor.text
+    assert "idempotent-replayed" not in impostor.headers
+    assert impostor.json()["email"] == "second@example.com"
 
 
 def read_response(sock: socket.socket) -> bytes:
