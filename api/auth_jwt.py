@@ -87,18 +87,24 @@ class JwksCache:
     """The issuer's keys, fetched on first use and kept. An unknown kid (the issuer rotated its
     keys) fetches again, but at most once per `min_refresh_interval`, however many requests
     bring bogus kids, and concurrent requests share one fetch. Keys older than `max_age` are
-    fetched again; if that fails, they are still used (the issuer's outage is not ours)."""
+    fetched again; if that fails, they are still used (the issuer's outage is not ours).
+
+    Any failure to fetch or read the JWKS (refused, timed out, not HTTP, not JSON, nested past
+    the parser's depth, no signing key) is an outage: a token whose key is not cached is then
+    503, never "unknown key" (401), and the next attempt comes `retry_after_failure` later."""
 
     def __init__(
         self,
         fetch: Fetch,
         *,
         min_refresh_interval: float = 30.0,
+        retry_after_failure: float = 2.0,
         max_age: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.fetch = fetch
         self.min_refresh_interval = min_refresh_interval
+        self.retry_after_failure = retry_after_failure
         self.max_age = max_age
         self.clock = clock
         self.fetches = 0  # attempts, for tests and logs
@@ -136,14 +142,17 @@ class JwksCache:
 
     def _may_fetch(self) -> bool:
         last = self._attempted_at
-        return last is None or self.clock() - last >= self.min_refresh_interval
+        wait = self.retry_after_failure if self._last_failed else self.min_refresh_interval
+        return last is None or self.clock() - last >= wait
 
     async def _refresh(self) -> None:
         self._attempted_at = self.clock()
         self.fetches += 1
         try:
             keys = parse_jwks(await self.fetch())
-        except (OSError, ValueError) as exc:  # urllib's errors are OSErrors; bad JSON ValueError
+        # Whatever the issuer's end answered, and however the parsing of it broke (OSError,
+        # http.client.HTTPException, ValueError, RecursionError, ...): an outage, not a verdict.
+        except Exception as exc:
             self._last_failed = True
             logger.warning("JWKS fetch failed: %s: %s", type(exc).__name__, exc)
             return

@@ -513,6 +513,36 @@ async def test_the_jwks_down_is_503_for_an_uncached_kid_and_cached_keys_still_se
     assert (await http.get("/v1/users", headers=known)).status_code == 200
 
 
+NESTED = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"this is not HTTP\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(NESTED)}\r\n\r\n".encode()
+        + NESTED,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{\"keys\":[",
+    ],
+    ids=["not-http", "nested-past-the-parser", "truncated-json"],
+)
+async def test_a_jwks_answering_garbage_is_an_outage_and_recovery_is_quick(
+    http: httpx.AsyncClient, jwks: JwksServer, clock: Clock, rsa_key: SigningKey, answer: bytes
+) -> None:
+    """However the JWKS fails to read, a valid token whose key is not cached gets 503 (fail
+    closed, retry soon), never 500, and never 401 "unknown key" once the issuer is back."""
+    good = bearer(token(rsa_key, claims(scope="users:read")))
+    jwks.misbehave(answer)
+    outage = await http.get("/v1/users", headers=good)
+    assert outage.status_code == 503, outage.text
+    assert outage.headers["content-type"] == PROBLEM
+    assert (await http.get("/v1/users", headers=good)).status_code == 503  # still no keys
+    jwks.publish(*jwks.keys)  # the issuer answers properly again
+    clock.advance(2)  # the retry after a failure: seconds, not the 30 s of a refresh
+    assert (await http.get("/v1/users", headers=good)).status_code == 200
+
+
 async def test_an_issuer_unreachable_from_the_start_is_503(
     tmp_path: Path, clock: Clock, rsa_key: SigningKey
 ) -> None:

@@ -137,6 +137,7 @@ class JwksServer:
     def __init__(self, keys: list[SigningKey]) -> None:
         self.keys = list(keys)
         self.requests = 0
+        self.raw: bytes | None = None  # sent as it is instead of an HTTP answer: `misbehave`
         self._lock = threading.Lock()
         server = self
 
@@ -145,6 +146,10 @@ class JwksServer:
                 with server._lock:
                     server.requests += 1
                     body = json.dumps({"keys": [k.public_jwk() for k in server.keys]}).encode()
+                    raw = server.raw
+                if raw is not None:
+                    self.wfile.write(raw)
+                    return
                 if self.path != "/jwks.json":
                     self.send_error(404)
                     return
@@ -177,6 +182,13 @@ class JwksServer:
     def publish(self, *keys: SigningKey) -> None:
         with self._lock:
             self.keys = list(keys)
+            self.raw = None
+
+    def misbehave(self, raw: bytes) -> None:
+        """Answer every request with `raw` on the socket, whatever it is: not HTTP at all, or an
+        HTTP answer whose body no JSON parser survives."""
+        with self._lock:
+            self.raw = raw
 
 
 @contextmanager
