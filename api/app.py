@@ -77,6 +77,7 @@ def create_app(
         max_body=settings.max_body_bytes,
         max_url=settings.max_url_bytes,
         max_headers=settings.max_header_bytes,
+        body_timeout=settings.read_timeout_seconds,
     )
     add_cors(app, settings)
     docs = frozenset(

@@ -1,5 +1,6 @@
 """Request size limits as one pure ASGI middleware: URL (414), headers (431) and body (413),
-the body counted while it streams, so a chunked upload is cut off at the limit, not after it.
+the body counted while it streams, so a chunked upload is cut off at the limit, not after it;
+and a deadline on the body (408), so a client trickling it in holds nothing for long.
 
 Why not FastAPI's own `FastAPI(max_body_size=...)` (Starlette's RequestBodyLimitMiddleware):
 it streams and answers 413, but as `text/plain` whenever the request declares a Content-Length
@@ -10,6 +11,8 @@ and raises `BodyTooLarge` (an HTTPException) from `receive`, which FastAPI's bod
 through to the one HTTPException handler in api/errors.py."""
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -27,6 +30,18 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"The request body is larger than {limit} bytes.")
 
 
+class BodyTooSlow(HTTPException):
+    """The request body did not arrive within `READ_TIMEOUT_SECONDS` (raised from `receive`):
+    408, and the connection closed, so a client trickling bytes holds nothing for long."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(
+            408,
+            f"The request body did not arrive within {timeout:g} seconds.",
+            headers={"Connection": "close"},
+        )
+
+
 def body_too_large(limit: int) -> Problem:
     return Problem(413, f"The request body is larger than {limit} bytes.")
 
@@ -36,11 +51,20 @@ class LimitsMiddleware:
     over `max_headers` in all, 413 for a body over `max_body`: at once when Content-Length says
     so, else as soon as the bytes received pass it."""
 
-    def __init__(self, app: ASGIApp, *, max_body: int, max_url: int, max_headers: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int,
+        max_url: int,
+        max_headers: int,
+        body_timeout: float | None = None,
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.max_url = max_url
         self.max_headers = max_headers
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,10 +96,22 @@ class LimitsMiddleware:
         # Counted even when Content-Length is within the limit: under Mangum the body comes
         # from the event, whatever the header said.
         limit, received, started = self.max_body, 0, False
+        timeout = self.body_timeout
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+
+        complete = False  # once the body is in, a wait for the disconnect has no deadline
 
         async def receive_counted() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if deadline is None or complete:
+                message = await receive()
+            else:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        message = await receive()
+                except TimeoutError:
+                    raise BodyTooSlow(timeout or 0) from None
+            complete = complete or not message.get("more_body", False)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -89,11 +125,14 @@ class LimitsMiddleware:
 
         try:
             await self.app(scope, receive_counted, send_watched)
-        except BodyTooLarge:
+        except (BodyTooLarge, BodyTooSlow) as exc:
             # Read outside the routes (FastAPI's handler answers it inside them).
             if started:
                 raise
-            await _answer(body_too_large(limit), scope, receive, send)
+            headers = dict(exc.headers or {})
+            await _answer(
+                Problem(exc.status_code, exc.detail, headers=headers), scope, receive, send
+            )
 
 
 async def _answer(problem: Problem, scope: Scope, receive: Receive, send: Send) -> None:

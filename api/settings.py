@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     max_job_payload_bytes: Annotated[int, Field(ge=256, le=240 * 1024)] = 32 * 1024
     max_url_bytes: Annotated[int, Field(ge=256, le=65536)] = 8192
     max_header_bytes: Annotated[int, Field(ge=1024, le=65536)] = 16 * 1024
+    # A client has this long for its request's headers (the Cloud Run server) and then for its
+    # body (408 and the connection closed): a slow client (Slowloris) holds nothing for long.
+    read_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10
     # Browsers' cross-origin access: comma-separated origins ("https://app.example.com"), or *.
     cors_origins: str = ""
     cors_allow_credentials: bool = False

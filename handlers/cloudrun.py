@@ -19,19 +19,21 @@ import sys  # noqa: E402
 import uvicorn  # noqa: E402
 
 from api.app import create_app  # noqa: E402
-from api.settings import SettingsError  # noqa: E402
+from api.settings import SettingsError, load_settings  # noqa: E402
+from handlers.http_deadlines import with_header_deadline  # noqa: E402
 
 GRACE_SECONDS = 8  # Cloud Run sends SIGKILL 10 s after SIGTERM
 
 
 def build_server(port: int) -> uvicorn.Server:
-    app = create_app()
+    settings = load_settings()
+    app = create_app(settings)
     config = uvicorn.Config(
         app,
         host="0.0.0.0",  # noqa: S104 - Cloud Run routes to the container's interface
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=with_header_deadline(settings.read_timeout_seconds),  # httptools, and a deadline
         lifespan="on",
         # Not uvicorn's: with every peer trusted it takes the leftmost X-Forwarded-For entry,
         # which the client writes. The app reads the hop PROXY_HOPS says (api/middleware.py).

@@ -523,7 +523,7 @@ NESTED = b"[" * 100_000 + b"]" * 100_000
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
         + f"Content-Length: {len(NESTED)}\r\n\r\n".encode()
         + NESTED,
-        b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{\"keys\":[",
+        b'HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{"keys":[',
     ],
     ids=["not-http", "nested-past-the-parser", "truncated-json"],
 )

@@ -337,6 +337,49 @@ def test_a_client_cannot_claim_anothers_idempotency_keys(behind_cloud_run: Serve
     assert impostor.json()["email"] == "second@example.com"
 
 
+@pytest.fixture
+def impatient_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    port = free_port()
+    env = server_env(port, DATABASE_URL=f"sqlite:///{tmp_path}/api.db", READ_TIMEOUT_SECONDS="1")
+    with running(start_command(), port=port, env=env, log_path=tmp_path / "server.log") as server:
+        yield server
+
+
+def slow_client(server: ServerProcess, first: bytes) -> bytes:
+    """Send `first` and nothing more; what the server answers before it closes (a server that
+    waits for ever fails the test when the socket times out)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        sock.sendall(first)
+        return read_response(sock)
+
+
+def test_a_client_that_trickles_its_headers_is_cut_off(impatient_server: ServerProcess) -> None:
+    answer = slow_client(impatient_server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    # A keep-alive connection's next request gets the same deadline.
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = slow_client(impatient_server, request + b"GET /healthz HTTP/1.1\r\nHost")
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"HTTP/1.1 408 " in answer
+
+
+def test_a_client_that_trickles_its_body_gets_408_problem_json(
+    impatient_server: ServerProcess,
+) -> None:
+    head = (
+        b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n"
+    )
+    answer = slow_client(impatient_server, head + b'{"email": "s')
+    status, _, rest = answer.partition(b"\r\n")
+    assert status.startswith(b"HTTP/1.1 408 ")
+    assert b"application/problem+json" in rest
+    assert b"connection: close" in rest.lower()
+    # Nothing was created from the part that came.
+    users = httpx.get(impatient_server.base_url + "/v1/users", timeout=5).json()["items"]
+    assert users == []
+
+
 def read_response(sock: socket.socket) -> bytes:
     chunks = []
     while chunk := sock.recv(65536):

@@ -36,6 +36,8 @@ def plain_digits(value: object) -> object:
     if isinstance(value, str) and not (value.isascii() and value.isdigit()):
         raise ValueError("must be a whole number written with the digits 0-9")
     return value
+
+
 CURSOR_SCOPE = "users"
 MAX_PAGE = 100
 # First among a route's dependencies: a caller without the scope learns nothing else (415, 422).
