@@ -100,8 +100,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
         f"  CACHE_URL={redacted(settings.cache_url)}",
         file=sys.stderr,
     )
+    from lambdarun_cli.dev_app import PARENT
+
+    os.environ[PARENT] = str(os.getpid())  # the reload worker dies with this process
     uvicorn.run(
-        "api.app:create_app",
+        "lambdarun_cli.dev_app:app",
         factory=True,
         host=args.host,
         port=args.port,

@@ -4,9 +4,11 @@ serving the user -> welcome job -> welcomed_at flow."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,3 +122,64 @@ async def test_make_dev_killed_under_load_finishes_everything_it_accepted(tmp_pa
     assert after.welcomed_more_than_once == 0
     # Only a job the kill cut off mid-run is claimed a second time.
     assert after.run_twice <= dead.running
+
+
+def children_of(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(child) for child in (task / "children").read_text().split()}
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its dead parent's reaper."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_a_killed_reloader_takes_its_server_with_it(tmp_path: Path) -> None:
+    """SIGKILL to `lambdarun dev`'s reloader alone (a closed terminal, an IDE's stop button):
+    its server process goes too, so the port is free for the next `lambdarun dev`."""
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp_path}/dev.db"}
+    lambdarun = str(Path(sys.executable).parent / "lambdarun")
+    log = (tmp_path / "dev.log").open("w")
+    reloader = subprocess.Popen(
+        [lambdarun, "dev"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def serving() -> bool:
+            try:
+                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(serving, timeout=60, what="lambdarun dev to serve")
+        workers = children_of(reloader.pid)
+        assert workers
+        reloader.kill()
+        reloader.wait()
+        wait_until(
+            lambda: not any(alive(pid) for pid in workers),
+            timeout=20,
+            what="the server process to die with its reloader",
+        )
+        again = subprocess.Popen(
+            [lambdarun, "dev", "--no-reload"], cwd=ROOT, env=env, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_until(serving, timeout=60, what="the next lambdarun dev to serve on the port")
+        finally:
+            os.killpg(again.pid, signal.SIGINT)
+            again.wait(15)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(reloader.pid, signal.SIGKILL)
+        log.close()
