@@ -37,9 +37,6 @@ KNOWN_WILDCARDS = {
     # sends each job; the worker's sweeper sends the ones the outbox says are due).
     ("ApiFunctionRole", "Action", "sqs:SendMessage*"),
     ("WorkerFunctionRole", "Action", "sqs:SendMessage*"),
-    # DynamoDBCrudPolicy: the table's own indexes (gsi1).
-    ("ApiFunctionRole", "Resource", "table/${tableName}/index/*"),
-    ("WorkerFunctionRole", "Resource", "table/${tableName}/index/*"),
 }
 KNOWN_MANAGED_POLICIES = {
     # EventBridge Scheduler's role per schedule: only lambda:InvokeFunction on the worker.
@@ -460,3 +457,52 @@ def test_schedules_have_stack_unique_names_and_invoke_only_the_worker() -> None:
             "lambda:InvokeFunction",
             {"Fn::GetAtt": ["WorkerFunction", "Arn"]},
         )
+
+
+# How a boto client method the store calls is authorized (TransactWriteItems: as each of its
+# Put, Update and Delete items).
+IAM_ACTION = {
+    "get_item": {"dynamodb:GetItem"},
+    "put_item": {"dynamodb:PutItem"},
+    "update_item": {"dynamodb:UpdateItem"},
+    "delete_item": {"dynamodb:DeleteItem"},
+    "query": {"dynamodb:Query"},
+    "transact_write_items": {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+}
+
+
+def dynamodb_calls() -> set[str]:
+    """The DynamoDB client methods the adapters call, read from their source."""
+    calls = set()
+    for path in (ROOT / "adapters").glob("dynamodb_*.py"):
+        calls |= set(re.findall(r"\.([a-z_]+)\b", path.read_text())) & {*IAM_ACTION, "scan"}
+    return calls
+
+
+def test_the_functions_may_call_exactly_the_dynamodb_actions_the_store_calls() -> None:
+    calls = dynamodb_calls()
+    assert "scan" not in calls
+    needed = set().union(*(IAM_ACTION[call] for call in calls))
+    for name in ("ApiFunctionRole", "WorkerFunctionRole"):
+        role = sam_expanded()["Resources"][name]["Properties"]
+        granted = {
+            action
+            for policy in role["Policies"]
+            for statement in statements(policy["PolicyDocument"])
+            for action in as_list(statement["Action"])
+            if action.startswith("dynamodb:")
+        }
+        assert granted == needed, name
+
+
+def test_both_functions_log_json_at_the_stages_level() -> None:
+    template = load_template(ROOT / "template.yaml")
+    logging = template["Globals"]["Function"]["LoggingConfig"]
+    assert logging["LogFormat"] == "JSON"
+    levels = template["Mappings"]["LambdaLogLevels"]
+    allowed = template["Parameters"]["LogLevel"]["AllowedValues"]
+    assert set(levels) == set(allowed)
+    assert {v["Level"] for v in levels.values()} <= {"TRACE", "DEBUG", "INFO", "WARN", "ERROR"}
+    for name in ("ApiFunction", "WorkerFunction"):
+        own = template["Resources"][name]["Properties"]["LoggingConfig"]
+        assert set(own) == {"LogGroup"}  # the rest from Globals
