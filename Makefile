@@ -12,7 +12,7 @@ SAM_TOOLS_STAMP := $(SAM_TOOLS)/.installed
 CHECKOV_TOOLS := .tools/checkov
 CHECKOV_TOOLS_STAMP := $(CHECKOV_TOOLS)/.installed
 
-.PHONY: dev test lint typecheck pytest tools clean help
+.PHONY: dev test lint typecheck pytest tools clean help deploy-check
 
 # `sam build` targets (BuildMethod: makefile); they only run under SAM.
 include sam.mk
@@ -54,6 +54,11 @@ typecheck: $(STAMP)  ## mypy --strict
 
 pytest: $(STAMP) $(SAM_TOOLS_STAMP) $(CHECKOV_TOOLS_STAMP)  ## the test suite (PYTEST_ARGS adds options)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+CLOUD ?= aws
+deploy-check:  ## before a deploy, STAGE=dev|prod [CLOUD=aws|gcp]: one line per missing value
+	@test -n "$(STAGE)" || test "$(CLOUD)" = gcp || { echo "make deploy-check: give STAGE=dev or STAGE=prod" >&2; exit 2; }
+	$(PYTHON) -m lambdarun_cli.deploy_check $(CLOUD) $(if $(filter aws,$(CLOUD)),--config-env $(STAGE))
 
 clean:  ## remove the virtualenv and local data
 	rm -rf $(VENV) .tools .aws-sam .lambdarun .mypy_cache .ruff_cache .pytest_cache

@@ -238,11 +238,13 @@ def test_the_services_scale_to_zero_with_limits_and_their_own_account(name: str)
     assert service["spec"]["traffic"] == [{"latestRevision": True, "percent": 100}]
 
 
-def test_the_api_service_is_probed_on_healthz_and_keeps_its_secrets_in_secret_manager() -> None:
+def test_the_api_service_is_ready_when_readyz_is_and_keeps_its_secrets_in_secret_manager() -> None:
+    """Traffic waits for the store and the queue (/readyz), with a budget long enough for
+    Direct VPC egress to come up (a minute) and within Cloud Run's 240 s."""
     container = knative("service.yaml")["spec"]["template"]["spec"]["containers"][0]
     probe = container["startupProbe"]
-    assert probe["httpGet"] == {"path": "/healthz", "port": 8080}
-    assert probe["failureThreshold"] * probe["periodSeconds"] <= 240
+    assert probe["httpGet"] == {"path": "/readyz", "port": 8080}
+    assert 60 <= probe["failureThreshold"] * probe["periodSeconds"] <= 240
     env = env_of(container)
     assert "secretKeyRef" in env["CURSOR_SECRET"]["valueFrom"]
 

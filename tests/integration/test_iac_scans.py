@@ -111,9 +111,9 @@ def assert_clean(reports: list[dict[str, Any]], *frameworks: str) -> None:
 
 
 @functools.cache
-def sam_expanded() -> dict[str, Any]:
+def sam_expanded(**parameters: str) -> dict[str, Any]:
     """template.yaml as SAM transforms it for CloudFormation (what `sam deploy` submits), code
-    locations replaced by S3 URIs as `sam package` does."""
+    locations replaced by S3 URIs as `sam package` does; `parameters` as deployed with."""
     python = require(SAM_PYTHON, "aws-sam-cli", "`make tools` installs it in .tools/sam")
     script = (
         "import json, sys\n"
@@ -126,11 +126,11 @@ def sam_expanded() -> dict[str, Any]:
         "for resource in template['Resources'].values():\n"
         "    if resource['Type'] == 'AWS::Serverless::Function':\n"
         "        resource['Properties']['CodeUri'] = 's3://bucket/code.zip'\n"
-        "print(json.dumps(transform(template, {}, NoLookups())))\n"
+        "print(json.dumps(transform(template, json.loads(sys.argv[2]), NoLookups())))\n"
     )
     env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
     result = subprocess.run(
-        [python, "-c", script, str(ROOT / "template.yaml")],
+        [python, "-c", script, str(ROOT / "template.yaml"), json.dumps(parameters)],
         env=env,
         capture_output=True,
         text=True,
@@ -506,3 +506,17 @@ def test_both_functions_log_json_at_the_stages_level() -> None:
     for name in ("ApiFunction", "WorkerFunction"):
         own = template["Resources"][name]["Properties"]["LoggingConfig"]
         assert set(own) == {"LogGroup"}  # the rest from Globals
+
+
+def test_a_change_of_parameters_alone_publishes_a_new_api_version() -> None:
+    """SAM names the version after the template's text, so a deploy that changes only a
+    parameter would leave `live` on the old version; DeployId (CI: a hash of the commit and the
+    parameters) is part of that name."""
+
+    def versions(deploy_id: str) -> set[str]:
+        resources = sam_expanded(DeployId=deploy_id)["Resources"]
+        return {k for k, r in resources.items() if r["Type"] == "AWS::Lambda::Version"}
+
+    first, again, other = versions("a1"), versions("a1"), versions("b2")
+    assert first == again
+    assert first.isdisjoint(other)

@@ -63,6 +63,8 @@ def lambdarun(*args: str, timeout: float = 60, **env: str) -> subprocess.Complet
 
 
 def local_up(state: Path, stack: str, *more: str) -> subprocess.CompletedProcess[str]:
+    """`local up`, on Stage test unless `more` gives parameters (Stage has no default)."""
+    more = more if "--parameter-overrides" in more else ("--parameter-overrides", STAGE, *more)
     result = lambdarun("local", "up", "--stack-name", stack, "--state", str(state), *more)
     assert result.returncode == 0, result.stderr
     return result
@@ -160,12 +162,12 @@ def test_up_creates_what_the_template_declares(aws_env: pytest.MonkeyPatch, tmp_
 
 def cursor_secret() -> str:
     """The API function reads CURSOR_SECRET at init from the SSM parameter its
-    CURSOR_SECRET_PARAMETER names (stage dev: /lambdarun/dev/cursor-secret)."""
+    CURSOR_SECRET_PARAMETER names (stage test: /lambdarun/test/cursor-secret)."""
     import botocore.session
 
     ssm: Any = botocore.session.get_session().create_client("ssm")
     try:
-        answer = ssm.get_parameter(Name="/lambdarun/dev/cursor-secret", WithDecryption=True)
+        answer = ssm.get_parameter(Name="/lambdarun/test/cursor-secret", WithDecryption=True)
     finally:
         ssm.close()
     value: str = answer["Parameter"]["Value"]
@@ -210,6 +212,7 @@ def test_parameter_overrides_reach_the_redrive_policy(
     ("override", "message"),
     [
         ("MaxReceiveCount=0", "outside [1, 1000]"),
+        ("", "parameter Stage has no default"),
         ("Stage=Not_Allowed", "does not match"),
         ("NoSuchParameter=1", "not among the template's parameters"),
         ("novalue", "expected Key=Value"),
@@ -218,8 +221,9 @@ def test_parameter_overrides_reach_the_redrive_policy(
 def test_a_bad_parameter_override_is_refused(
     aws_env: pytest.MonkeyPatch, tmp_path: Path, override: str, message: str
 ) -> None:
+    given = override if override.startswith("Stage=") or not override else f"{STAGE} {override}"
     result = lambdarun(
-        "local", "up", "--state", str(tmp_path / "s.json"), "--parameter-overrides", override
+        "local", "up", "--state", str(tmp_path / "s.json"), "--parameter-overrides", given
     )
     assert result.returncode == 2
     assert message in result.stderr

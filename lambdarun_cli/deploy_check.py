@@ -1,0 +1,198 @@
+"""`make deploy-check STAGE=...`: what a deploy would be missing, one line each, before it runs.
+
+    python3 -m lambdarun_cli.deploy_check aws --config-env prod [--check-secrets]
+    python3 -m lambdarun_cli.deploy_check gcp [--render DIR]
+
+Standard library only (boto3 only for --check-secrets), so CI runs it before any install.
+
+aws: samconfig.toml's environment must give every template parameter that has no default, the
+issuer's three JWT values without a placeholder left in them, and `Stage` equal to the
+environment's name for dev and prod. `--check-secrets` (with AWS credentials) looks up the SSM
+parameter the API reads its cursor secret from: without it every invocation fails at init.
+`--overrides --deploy-id ID` prints samconfig's whole parameter list plus `DeployId` (what CI
+passes to `sam deploy`: a `--parameter-overrides` on the command line replaces the list).
+
+gcp: every placeholder of cloudrun/service.yaml and worker.yaml needs an environment variable
+of its name; `--render DIR` writes the two files with them filled in (what CI deploys), and
+fails if a placeholder is still there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import shlex
+import sys
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PLACEHOLDER = "REPLACE-ME"  # what samconfig.toml's example values hold until someone decides
+JWT_PARAMETERS = ("JwtIssuer", "JwtAudience", "JwtJwksUrl")
+NAMED_STAGES = ("dev", "prod")  # environments whose Stage must be their own name
+# cloudrun/*.yaml placeholders, each filled from the environment variable of its name.
+GCP_PLACEHOLDERS = (
+    "PROJECT_ID",
+    "REGION",
+    "REDIS_HOST",
+    "ISSUER_HOST",
+    "API_AUDIENCE",
+    "VPC_NETWORK",
+    "VPC_SUBNET",
+)
+GCP_FILES = ("service.yaml", "worker.yaml")
+
+
+def parse_overrides(text: str) -> dict[str, str]:
+    """samconfig's `parameter_overrides`: `Key="value" Key2=value2`, shell-quoted."""
+    found = {}
+    for token in shlex.split(text):
+        name, separator, value = token.partition("=")
+        if separator:
+            found[name] = value
+    return found
+
+
+def template_parameters(template: Path) -> dict[str, dict[str, Any]]:
+    """The template's Parameters section, read without a YAML library: each parameter's name
+    and whether it has a Default (all a check needs)."""
+    parameters: dict[str, dict[str, Any]] = {}
+    inside, current = False, None
+    for line in template.read_text().splitlines():
+        if re.match(r"^\S", line):
+            inside = line.startswith("Parameters:")
+            continue
+        if not inside:
+            continue
+        name = re.match(r"^  ([A-Za-z0-9]+):\s*$", line)
+        if name:
+            current = name[1]
+            parameters[current] = {}
+        elif current and re.match(r"^    Default:", line):
+            parameters[current]["Default"] = line.split(":", 1)[1].strip()
+    return parameters
+
+
+def aws_problems(config_env: str, samconfig: Path, template: Path) -> list[str]:
+    config = tomllib.loads(samconfig.read_text())
+    deploy = config.get(config_env, {}).get("deploy", {}).get("parameters")
+    if deploy is None:
+        return [f"samconfig.toml: no [{config_env}.deploy.parameters]"]
+    given = parse_overrides(deploy.get("parameter_overrides", ""))
+    problems = []
+    for name, spec in template_parameters(template).items():
+        if name not in given and "Default" not in spec:
+            problems.append(f"{config_env}: {name} is required and samconfig.toml does not set it")
+    for name in JWT_PARAMETERS:
+        value = given.get(name, "")
+        if not value or PLACEHOLDER in value:
+            problems.append(
+                f"{config_env}: {name} is {value or 'empty'!r}: set your issuer's value in "
+                "samconfig.toml (docs/auth.md)"
+            )
+    stage = given.get("Stage")
+    if config_env in NAMED_STAGES and stage != config_env:
+        problems.append(f"{config_env}: Stage is {stage!r}, not {config_env!r}")
+    return problems
+
+
+def cursor_secret_problem(config_env: str, samconfig: Path) -> str | None:
+    """The SSM parameter the API reads CURSOR_SECRET from, looked up with the caller's AWS
+    credentials; a line saying what to create when it is not there."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    config = tomllib.loads(samconfig.read_text())
+    given = parse_overrides(config[config_env]["deploy"]["parameters"]["parameter_overrides"])
+    name = given.get("CursorSecretParameter") or f"/lambdarun/{given.get('Stage')}/cursor-secret"
+    try:
+        boto3.client("ssm").get_parameter(Name=name)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ParameterNotFound":
+            return f"{config_env}: cannot read SSM parameter {name}: {exc}"
+        return (
+            f"{config_env}: SSM parameter {name} is missing: aws ssm put-parameter --name "
+            f'{name} --type SecureString --value "$(openssl rand -hex 32)" (docs/secrets.md)'
+        )
+    except BotoCoreError as exc:
+        return f"{config_env}: cannot reach SSM to look for {name}: {exc}"
+    return None
+
+
+def deploy_overrides(config_env: str, samconfig: Path, deploy_id: str) -> str:
+    """samconfig's parameter list and `DeployId` (a hash of the commit and that list, so that
+    a change of parameters alone still publishes a new version behind the `live` alias)."""
+    config = tomllib.loads(samconfig.read_text())
+    listed = config[config_env]["deploy"]["parameters"]["parameter_overrides"]
+    given = parse_overrides(listed)
+    digest = hashlib.sha256(f"{deploy_id}\n{sorted(given.items())}".encode()).hexdigest()
+    given["DeployId"] = digest[:32]
+    # As samconfig.toml writes them, which is what `sam deploy` parses: Key="value".
+    quoted = (value.replace("\\", "\\\\").replace('"', '\\"') for value in given.values())
+    return " ".join(f'{name}="{value}"' for name, value in zip(given, quoted, strict=True))
+
+
+def gcp_problems(environ: Mapping[str, str], folder: Path) -> list[str]:
+    texts = {name: (folder / name).read_text() for name in GCP_FILES}
+    problems = []
+    for placeholder in GCP_PLACEHOLDERS:
+        where = [f"cloudrun/{n}" for n, t in texts.items() if re.search(rf"\b{placeholder}\b", t)]
+        if where and not environ.get(placeholder):
+            problems.append(f"gcp: {placeholder} is not set: it fills {', '.join(where)}")
+    return problems
+
+
+def render(environ: Mapping[str, str], folder: Path, out: Path, tag: str | None) -> list[str]:
+    """Write the service files with every placeholder filled; problems if one is left."""
+    problems = []
+    out.mkdir(parents=True, exist_ok=True)
+    for name in GCP_FILES:
+        text = (folder / name).read_text()
+        for placeholder in GCP_PLACEHOLDERS:
+            if environ.get(placeholder):
+                text = re.sub(rf"\b{placeholder}\b", environ[placeholder], text)
+        if tag:
+            text = re.sub(r":latest$", f":{tag}", text, flags=re.MULTILINE)
+        left = sorted({p for p in GCP_PLACEHOLDERS if re.search(rf"\b{p}\b", text)})
+        problems += [f"gcp: cloudrun/{name} still holds {p}" for p in left]
+        (out / name).write_text(text)
+    return problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deploy_check", description=__doc__.split("\n\n")[0])
+    clouds = parser.add_subparsers(dest="cloud", required=True)
+    aws = clouds.add_parser("aws", help="check samconfig.toml's environment for sam deploy")
+    aws.add_argument("--config-env", required=True, help="samconfig.toml environment (STAGE)")
+    aws.add_argument("--check-secrets", action="store_true", help="look up the SSM secret too")
+    aws.add_argument("--overrides", action="store_true", help="print sam deploy's overrides")
+    aws.add_argument("--deploy-id", default="", help="with --overrides: the commit deployed")
+    gcp = clouds.add_parser("gcp", help="check the environment for cloudrun/*.yaml")
+    gcp.add_argument("--render", metavar="DIR", help="write the filled-in service files there")
+    gcp.add_argument("--tag", help="with --render: the image tag instead of latest")
+    args = parser.parse_args(argv)
+
+    if args.cloud == "aws":
+        samconfig, template = ROOT / "samconfig.toml", ROOT / "template.yaml"
+        problems = aws_problems(args.config_env, samconfig, template)
+        if args.check_secrets and not problems:
+            found = cursor_secret_problem(args.config_env, samconfig)
+            problems += [found] if found else []
+        if args.overrides and not problems:
+            print(deploy_overrides(args.config_env, samconfig, args.deploy_id))
+    else:
+        from os import environ
+
+        problems = gcp_problems(environ, ROOT / "cloudrun")
+        if args.render and not problems:
+            problems = render(environ, ROOT / "cloudrun", Path(args.render), args.tag)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
