@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from adapters.memory_store import MemoryStore
-from adapters.records import JobMessage, JobRecord
+from adapters.records import JobRecord
 from api.app import create_app
 from api.jobs.outbox import Outbox
 from api.jobs.submit import PayloadTooLarge, submit_job
@@ -26,6 +26,7 @@ from api.tasks.registry import TaskContext, TaskRegistry
 from tests.api.conftest import drain, runtime_of
 from tests.support.gcp_events import running, server_env, start_command
 from tests.support.net import free_port
+from tests.support.queues import RecordingQueue
 
 PROBLEM = "application/problem+json"
 LIMIT = 2048  # MAX_BODY_BYTES in these tests
@@ -235,18 +236,6 @@ async def test_an_oversize_job_payload_is_413_and_nothing_is_enqueued(tmp_path: 
         assert problem["limit"] == 1000
         await drain(app)
     assert ran == [1000 - len('{"data":""}')]  # only the job within the limit ever ran
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[JobMessage] = []
-
-    async def open(self) -> None: ...
-    async def ping(self) -> None: ...
-    async def close(self) -> None: ...
-
-    async def send(self, message: JobMessage) -> None:
-        self.sent.append(message)
 
 
 class CountingStore(MemoryStore):

@@ -16,7 +16,7 @@ import pytest
 from adapters.inprocess_queue import InProcessQueue
 from adapters.memory_cache import MemoryCache
 from adapters.ports import Store
-from adapters.records import JobMessage, JobStatus
+from adapters.records import JobStatus
 from api.jobs.outbox import Outbox
 from api.jobs.runner import JobRunner
 from api.jobs.submit import submit_job
@@ -24,6 +24,7 @@ from api.schemas import UserCreate
 from api.services.users import create_user
 from api.tasks import tasks
 from tests.support.dying import POINTS, DyingQueue, DyingStore, Trigger
+from tests.support.queues import RecordingQueue
 
 GRACE = timedelta(seconds=10)
 
@@ -34,21 +35,6 @@ class Crash(BaseException):
 
 def crash() -> None:
     raise Crash
-
-
-class Kept:
-    """The queue the dying process sent to: what it took is lost with an in-process queue, and
-    kept by SQS or Pub/Sub."""
-
-    def __init__(self) -> None:
-        self.sent: list[JobMessage] = []
-
-    async def open(self) -> None: ...
-    async def ping(self) -> None: ...
-    async def close(self) -> None: ...
-
-    async def send(self, message: JobMessage) -> None:
-        self.sent.append(message)
 
 
 @contextmanager
@@ -66,7 +52,7 @@ async def test_a_process_that_dies_between_write_and_send_loses_nothing(
     # Two requests, each in a process that dies at `point` of its first send. With `kept` the
     # messages they sent outlive them (as SQS's and Pub/Sub's do) and reach the next process
     # too; else they die with them (the in-process queue).
-    sent = Kept()
+    sent = RecordingQueue()  # lost with an in-process queue, kept by SQS and Pub/Sub
 
     def dying_process() -> Outbox:
         trigger = Trigger(point, 1, crash)

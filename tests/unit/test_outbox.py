@@ -5,33 +5,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from adapters.errors import Unavailable
 from adapters.memory_store import MemoryStore
-from adapters.records import JobMessage, JobRecord, JobStatus
+from adapters.records import JobRecord, JobStatus
 from api.ids import new_id
 from api.jobs.outbox import Outbox
+from tests.support.queues import RecordingQueue
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 GRACE = timedelta(seconds=10)
 RESEND = timedelta(minutes=15)
 
 
-class Queue:
-    def __init__(self, *, refuse_after: int | None = None) -> None:
-        self.sent: list[JobMessage] = []
-        self.refuse_after = refuse_after
-
-    async def open(self) -> None: ...
-    async def ping(self) -> None: ...
-    async def close(self) -> None: ...
-
-    async def send(self, message: JobMessage) -> None:
-        if self.refuse_after is not None and len(self.sent) >= self.refuse_after:
-            raise Unavailable("queue", "connection refused")
-        self.sent.append(message)
-
-
-def outbox(store: MemoryStore, queue: Queue, batch: int = 500) -> Outbox:
+def outbox(store: MemoryStore, queue: RecordingQueue, batch: int = 500) -> Outbox:
     return Outbox(store=store, queue=queue, grace=GRACE, resend_after=RESEND, batch=batch)
 
 
@@ -49,7 +34,7 @@ async def a_job(store: MemoryStore, due_at: datetime | None) -> JobRecord:
 
 
 async def test_the_fast_path_sends_and_marks_the_job_sent() -> None:
-    store, queue = MemoryStore(), Queue()
+    store, queue = MemoryStore(), RecordingQueue()
     box = outbox(store, queue)
     job = await a_job(store, box.first_due(T0))
     assert await box.send(job, now=T0, attributes={"traceparent": "00-abc-def-01"})
@@ -64,7 +49,7 @@ async def test_the_fast_path_sends_and_marks_the_job_sent() -> None:
 
 
 async def test_a_refused_send_leaves_the_job_due_for_the_sweeper() -> None:
-    store, queue = MemoryStore(), Queue(refuse_after=0)
+    store, queue = MemoryStore(), RecordingQueue(refuse_after=0)
     box = outbox(store, queue)
     job = await a_job(store, box.first_due(T0))
     assert not await box.send(job, now=T0)
@@ -78,7 +63,7 @@ async def test_a_refused_send_leaves_the_job_due_for_the_sweeper() -> None:
 
 
 async def test_a_sweep_sends_only_what_is_due_and_moves_it_on() -> None:
-    store, queue = MemoryStore(), Queue()
+    store, queue = MemoryStore(), RecordingQueue()
     box = outbox(store, queue)
     due = [await a_job(store, T0 - timedelta(seconds=n)) for n in range(3)]
     await a_job(store, T0 + timedelta(seconds=1))  # not yet
@@ -93,7 +78,7 @@ async def test_a_sweep_sends_only_what_is_due_and_moves_it_on() -> None:
 
 
 async def test_a_sweep_is_bounded_by_its_batch() -> None:
-    store, queue = MemoryStore(), Queue()
+    store, queue = MemoryStore(), RecordingQueue()
     for n in range(5):
         await a_job(store, T0 - timedelta(seconds=n))
     report = await outbox(store, queue, batch=2).sweep(now=T0)
@@ -102,7 +87,7 @@ async def test_a_sweep_is_bounded_by_its_batch() -> None:
 
 
 async def test_a_sweep_stops_sending_when_the_queue_refuses() -> None:
-    store, queue = MemoryStore(), Queue(refuse_after=2)
+    store, queue = MemoryStore(), RecordingQueue(refuse_after=2)
     box = outbox(store, queue)
     for n in range(40):
         await a_job(store, T0 - timedelta(seconds=n))
@@ -114,7 +99,7 @@ async def test_a_sweep_stops_sending_when_the_queue_refuses() -> None:
 
 
 async def test_a_job_claimed_before_its_mark_keeps_the_claims_due_time() -> None:
-    store, queue = MemoryStore(), Queue()
+    store, queue = MemoryStore(), RecordingQueue()
     box = outbox(store, queue)
     job = await a_job(store, box.first_due(T0))
     lease = T0 + timedelta(seconds=30)
