@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import re
 import shlex
 import sys
@@ -145,6 +146,23 @@ def gcp_problems(environ: Mapping[str, str], folder: Path) -> list[str]:
     return problems
 
 
+def subscription_flags(folder: Path, environ: Mapping[str, str]) -> str:
+    """cloudrun/pubsub-subscription.json as the flags of `gcloud pubsub subscriptions update`:
+    the dead-letter topic, the delivery attempts, the retry backoff and the ack deadline."""
+    spec = json.loads((folder / "pubsub-subscription.json").read_text())
+    topic = spec["deadLetterPolicy"]["deadLetterTopic"]
+    topic = re.sub(r"\bPROJECT_ID\b", environ.get("PROJECT_ID", "PROJECT_ID"), topic)
+    return " ".join(
+        [
+            f"--dead-letter-topic={topic}",
+            f"--max-delivery-attempts={spec['deadLetterPolicy']['maxDeliveryAttempts']}",
+            f"--min-retry-delay={spec['retryPolicy']['minimumBackoff']}",
+            f"--max-retry-delay={spec['retryPolicy']['maximumBackoff']}",
+            f"--ack-deadline={spec['ackDeadlineSeconds']}",
+        ]
+    )
+
+
 def render(environ: Mapping[str, str], folder: Path, out: Path, tag: str | None) -> list[str]:
     """Write the service files with every placeholder filled; problems if one is left."""
     problems = []
@@ -173,6 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     gcp = clouds.add_parser("gcp", help="check the environment for cloudrun/*.yaml")
     gcp.add_argument("--render", metavar="DIR", help="write the filled-in service files there")
     gcp.add_argument("--tag", help="with --render: the image tag instead of latest")
+    gcp.add_argument(
+        "--subscription-flags",
+        action="store_true",
+        help="print cloudrun/pubsub-subscription.json as gcloud pubsub subscriptions flags",
+    )
     args = parser.parse_args(argv)
 
     if args.cloud == "aws":
@@ -186,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         from os import environ
 
+        if args.subscription_flags:
+            print(subscription_flags(ROOT / "cloudrun", environ))
+            return 0
         problems = gcp_problems(environ, ROOT / "cloudrun")
         if args.render and not problems:
             problems = render(environ, ROOT / "cloudrun", Path(args.render), args.tag)

@@ -17,6 +17,7 @@ from lambdarun_cli.deploy_check import (
     gcp_problems,
     parse_overrides,
     render,
+    subscription_flags,
 )
 from tests.support.moto_server import aws_env, moto_server
 
@@ -121,3 +122,28 @@ def test_the_command_line_for_cloud_run(tmp_path: Path) -> None:
     assert [line for line in result.stderr.splitlines() if line.startswith("gcp:")] == [
         "gcp: ISSUER_HOST is not set: it fills cloudrun/service.yaml"
     ]
+
+
+def test_the_subscription_settings_are_a_spec_the_docs_apply(tmp_path: Path) -> None:
+    """Dead letters, attempts, backoff and ack deadline live in cloudrun/pubsub-subscription.json,
+    and docs/cloudrun.md applies exactly that file; the ack deadline outlasts the worker's
+    request timeout, or a job still running would be delivered again."""
+    import json
+
+    import yaml
+
+    spec = json.loads((ROOT / "cloudrun" / "pubsub-subscription.json").read_text())
+    worker = yaml.safe_load((ROOT / "cloudrun" / "worker.yaml").read_text())
+    assert spec["ackDeadlineSeconds"] > worker["spec"]["template"]["spec"]["timeoutSeconds"]
+    assert spec["deadLetterPolicy"]["deadLetterTopic"].endswith("/topics/lambdarun-jobs-dead")
+    assert spec["deadLetterPolicy"]["maxDeliveryAttempts"] >= 5
+    flags = subscription_flags(ROOT / "cloudrun", {"PROJECT_ID": "p1"}).split()
+    assert flags == [
+        "--dead-letter-topic=projects/p1/topics/lambdarun-jobs-dead",
+        f"--max-delivery-attempts={spec['deadLetterPolicy']['maxDeliveryAttempts']}",
+        "--min-retry-delay=10s",
+        "--max-retry-delay=600s",
+        f"--ack-deadline={spec['ackDeadlineSeconds']}",
+    ]
+    docs = (ROOT / "docs" / "cloudrun.md").read_text()
+    assert "$(python3 -m lambdarun_cli.deploy_check gcp --subscription-flags)" in docs
