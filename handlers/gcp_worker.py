@@ -31,7 +31,7 @@ from werkzeug.exceptions import BadRequest, InternalServerError  # noqa: E402
 
 from adapters.messages import decode_body  # noqa: E402
 from adapters.ports import Disposition  # noqa: E402
-from adapters.records import ScheduleTick  # noqa: E402
+from adapters.records import JobMessage, ScheduleTick  # noqa: E402
 from api.cloud_logging import trace_scope  # noqa: E402
 from api.logs import configure_logging  # noqa: E402
 from api.runtime import Runtime, UnknownSchedule  # noqa: E402
@@ -39,8 +39,6 @@ from api.settings import load_settings  # noqa: E402
 
 if TYPE_CHECKING:
     from cloudevents.http import CloudEvent
-
-    from adapters.records import JobMessage
 
 MESSAGE_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 logger = logging.getLogger(__name__)
@@ -72,9 +70,8 @@ class ProcessRuntime:
         return future.result()
 
     async def _handle(self, item: JobMessage | ScheduleTick) -> Disposition:
-        if isinstance(item, ScheduleTick):
-            return await self.runtime.deliver(item)
-        with trace_scope(item.attributes.get("traceparent")):
+        traceparent = item.attributes.get("traceparent") if isinstance(item, JobMessage) else None
+        with trace_scope(traceparent):
             return await self.runtime.deliver(item)
 
     def _started(self) -> asyncio.AbstractEventLoop:

@@ -18,9 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from adapters.records import JobRecord, JobStatus
 from adapters.sqlite_store import SqliteStore
-from api.ids import new_id
 from api.jobs.runner import utcnow
 from tests.support.gcp_events import (
     ServerProcess,
@@ -33,6 +31,7 @@ from tests.support.gcp_events import (
 )
 from tests.support.net import free_port
 from tests.support.pubsub import QUEUE_URL, FakePubSub, Published, running_fake_pubsub
+from tests.support.stores import a_job
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -77,15 +76,10 @@ class CloudRun:
             await store.open()
             try:
                 now = utcnow()
-                job = JobRecord(
-                    id=new_id(),
-                    task=task,
-                    payload=payload,
-                    status=JobStatus.QUEUED,
-                    created_at=now,
-                    updated_at=now,
+                job = a_job(
+                    task=task, payload=payload, created_at=now, updated_at=now,
                     due_at=now if due else None,
-                )
+                )  # fmt: skip
                 await store.create_job(job)
                 return job.id
             finally:

@@ -17,6 +17,7 @@ from api.runtime import UnknownSchedule
 from tests.support.lambda_events import LambdaContext
 from tests.support.lambda_module import lambda_module
 from tests.support.sqs_events import event, failures, job_record, record
+from tests.support.stores import a_job
 
 
 @pytest.fixture(scope="module")
@@ -224,15 +225,10 @@ def test_the_schedule_event_sweeps_what_never_reached_the_queue(worker: ModuleTy
     # Written with its outbox entry and never sent (the API process died, or the queue refused
     # it, after the commit), its grace now over.
     now = datetime.now(UTC)
-    written = JobRecord(
-        id=new_id(),
-        task="users.welcome",
-        payload={"user_id": user.id},
-        status=JobStatus.QUEUED,
-        created_at=now,
-        updated_at=now,
+    written = a_job(
+        payload={"user_id": user.id}, created_at=now, updated_at=now,
         due_at=now - timedelta(seconds=1),
-    )
+    )  # fmt: skip
     worker.environment.run(store.create_job(written))
     answer = worker.handler(schedule_event(), LambdaContext())
     assert answer == {"schedule": "jobs.sweep", "done": True}

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 from adapters.dynamodb_store import DynamoDBStore
-from adapters.records import JobRecord, JobStatus
 from lambdarun_cli.local_emulator import find_emulator
 from lambdarun_cli.local_polling import Signals
 from lambdarun_cli.local_template import SqsEvent
@@ -36,6 +35,7 @@ from tests.support.moto_server import (
     sqs_client,
 )
 from tests.support.services import service_missing
+from tests.support.stores import a_job
 
 __all__ = ["aws_env", "moto_server"]  # fixtures, used by name
 
@@ -317,15 +317,10 @@ async def due_job(table: str) -> str:
     """A job written with its outbox entry and never sent, its grace over."""
     store = DynamoDBStore(table)
     now = datetime.now(UTC)
-    job = JobRecord(
-        id=str(uuid.uuid4()),
-        task="users.welcome",
-        payload={"user_id": "nobody"},
-        status=JobStatus.QUEUED,
-        created_at=now,
-        updated_at=now,
+    job = a_job(
+        payload={"user_id": "nobody"}, created_at=now, updated_at=now,
         due_at=now - timedelta(seconds=1),
-    )
+    )  # fmt: skip
     await store.create_job(job)
     return job.id
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from adapters.memory_store import MemoryStore
-from adapters.records import JobRecord, JobStatus
-from api.ids import new_id
+from adapters.records import JobRecord
 from api.jobs.outbox import Outbox
 from tests.support.queues import RecordingQueue
+from tests.support.stores import a_job as new_job
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 GRACE = timedelta(seconds=10)
@@ -21,16 +21,7 @@ def outbox(store: MemoryStore, queue: RecordingQueue, batch: int = 500) -> Outbo
 
 
 async def a_job(store: MemoryStore, due_at: datetime | None) -> JobRecord:
-    job = JobRecord(
-        id=new_id(),
-        task="users.welcome",
-        payload={"user_id": "u"},
-        status=JobStatus.QUEUED,
-        created_at=T0,
-        updated_at=T0,
-        due_at=due_at,
-    )
-    return await store.create_job(job)
+    return await store.create_job(new_job(created_at=T0, updated_at=T0, due_at=due_at))
 
 
 async def test_the_fast_path_sends_and_marks_the_job_sent() -> None:
