@@ -16,6 +16,7 @@ from api.limits import LimitsMiddleware
 from api.logs import configure_logging
 from api.middleware import RequestIdMiddleware
 from api.rate_limit import RateLimitMiddleware
+from api.request_metrics import RequestMetrics, RequestRecorder
 from api.routes import health, v1
 from api.routes.problems import problems
 from api.runtime import Runtime
@@ -31,10 +32,12 @@ def create_app(
     *,
     registry: TaskRegistry | None = None,
     configure_logs: bool = True,
+    request_metrics: RequestRecorder | None = None,
 ) -> FastAPI:
     """Build the app. Adapters are made here (no I/O) and opened by the lifespan, which runs once
     per process or Lambda execution environment. `configure_logs=False` leaves logging to the
-    caller (the Lambda handlers use Powertools)."""
+    caller (the Lambda handlers use Powertools); `request_metrics` records each request's
+    route, status and duration (the Lambda handler's EMF)."""
     settings = settings or load_settings()
     check_startup(settings)
     if configure_logs:
@@ -89,6 +92,8 @@ def create_app(
         trace=on_cloud_run(),  # only Cloud Logging reads the trace context
         proxy_hops=settings.proxy_hops,
     )
+    if request_metrics is not None:  # outermost: it times and counts what the client saw
+        app.add_middleware(RequestMetrics, recorder=request_metrics)
     health.install(app)
     for router in v1.routers:
         app.include_router(router, prefix=v1.PREFIX)

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -39,6 +39,15 @@ class TraceContext:
 
 
 trace_var: ContextVar[TraceContext | None] = ContextVar("trace", default=None)
+# The current OpenTelemetry span's ids, set by api/telemetry.py when TELEMETRY=otel: a line
+# logged inside a span (the request's, a job's) then joins that span, not only its trace.
+current_trace: Callable[[], TraceContext | None] | None = None
+
+
+def trace_of_line() -> TraceContext | None:
+    """The trace a log line belongs to: the current span's, else the one the request or the
+    job message carried."""
+    return (current_trace and current_trace()) or trace_var.get()
 
 
 def on_cloud_run(environ: Mapping[str, str] = os.environ) -> bool:
@@ -136,7 +145,7 @@ class CloudLoggingFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
-        trace = trace_var.get()
+        trace = trace_of_line()
         if trace is not None:
             if self.project:
                 entry["logging.googleapis.com/trace"] = (

@@ -4,6 +4,7 @@ outbox. HTTP (FastAPI lifespan) and the queue workers share it; it imports no we
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -13,6 +14,7 @@ from adapters.ports import Disposition, LocalConsumer
 from adapters.records import JobMessage, ScheduleTick
 from api.caching import FailOpenCache
 from api.jobs.local_scheduler import LocalScheduler
+from api.jobs.observe import JobMetrics, JobRun, JobTracing, NoTracing, lag_of
 from api.jobs.outbox import Outbox
 from api.jobs.runner import JobRunner, utcnow
 from api.settings import Settings
@@ -35,6 +37,9 @@ class Runtime:
     registry: TaskRegistry
     runner: JobRunner
     outbox: Outbox
+    tracing: JobTracing = field(default_factory=NoTracing)
+    # Every run is recorded to each: OTel metrics (TELEMETRY=otel), EMF (the Lambda worker).
+    job_metrics: list[JobMetrics] = field(default_factory=list)
     local_scheduler: LocalScheduler | None = field(default=None, init=False)
 
     @classmethod
@@ -65,6 +70,15 @@ class Runtime:
             registry=registry,
             lease=timedelta(seconds=settings.job_lease_seconds),
         )
+        tracing: JobTracing = NoTracing()
+        job_metrics: list[JobMetrics] = []
+        if settings.telemetry == "otel":
+            # The OpenTelemetry SDK is imported only here: off, it costs nothing.
+            from api import telemetry
+
+            telemetry.install_providers()
+            tracing = telemetry.JobSpans()
+            job_metrics.append(telemetry.JobMeters())
         grace, resend = settings.outbox_times
         outbox = Outbox(
             store=adapters.store,
@@ -72,16 +86,23 @@ class Runtime:
             grace=timedelta(seconds=grace),
             resend_after=timedelta(seconds=resend),
             batch=settings.sweep_batch,
+            tracing=tracing,
         )
         return cls(
-            settings=settings, adapters=adapters, registry=registry, runner=runner, outbox=outbox
+            settings=settings,
+            adapters=adapters,
+            registry=registry,
+            runner=runner,
+            outbox=outbox,
+            tracing=tracing,
+            job_metrics=job_metrics,
         )
 
     async def start(self) -> None:
         await self.adapters.open()
         if isinstance(self.adapters.queue, LocalConsumer):
             # This process is its own worker, so it is its own scheduler too.
-            self.adapters.queue.start_consuming(self.runner.handle)
+            self.adapters.queue.start_consuming(self.run_job)
             self.local_scheduler = LocalScheduler(
                 self.registry.schedules(),
                 self.run_schedule,
@@ -116,7 +137,7 @@ class Runtime:
         the scheduled task, and say whether the delivery is done. An unknown schedule raises
         `UnknownSchedule`: no redelivery can fix it."""
         if isinstance(item, JobMessage):
-            return await self.runner.handle(item)
+            return await self.run_job(item)
         try:
             result = await self.run_schedule(item.schedule, scheduled_for=item.scheduled_time)
         except Unavailable as exc:
@@ -124,6 +145,24 @@ class Runtime:
             return Disposition.RETRY
         logger.info("scheduled task %s: %s", item.schedule, result)
         return Disposition.ACK
+
+    async def run_job(self, message: JobMessage) -> Disposition:
+        """Run one job message in its span (a child of the sender's), and record the run."""
+        lag = lag_of(message)
+        started = time.perf_counter()
+        with self.tracing.running(message) as ended:
+            outcome = await self.runner.run(message)
+            ended(outcome)
+            seconds = time.perf_counter() - started
+            # Inside the span: on a traced run the line carries the job's trace and span ids.
+            logger.info(
+                "job %s (%s): %s in %.0f ms", message.job_id, message.task, outcome, seconds * 1000
+            )
+        if self.job_metrics:
+            run = JobRun(message.task, outcome, seconds, lag)
+            for metrics in self.job_metrics:
+                metrics.record(run)
+        return outcome.disposition
 
     async def readiness(self) -> tuple[bool, dict[str, str]]:
         """(ready, state per adapter). Only the store and the queue can make the service unready."""

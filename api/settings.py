@@ -69,9 +69,11 @@ class Settings(BaseSettings):
 
     stage: str = "local"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    # FastAPI's native OpenTelemetry (spans, metrics, logs to the global providers). Off unless
-    # asked for: nothing here installs a provider, and looking for one costs every request
-    # (~3 us of a ~40 us /healthz; docs/cloudrun.md).
+    # OpenTelemetry (docs/observability.md): FastAPI's request spans and metrics, a span per job
+    # send and run joined into one trace across the queue, job metrics. `otel` installs SDK
+    # providers from the standard OTEL_* variables unless one is installed already. Off unless
+    # asked for: the SDK is then never imported, and looking for a provider costs every
+    # request (~3 us of a ~40 us /healthz; docs/cloudrun.md).
     telemetry: Literal["otel", "off"] = "off"
     # Signs pagination cursors so a tampered or foreign one is refused; every
     # instance of a deployment must share it.

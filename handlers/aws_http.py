@@ -20,7 +20,12 @@ from mangum.types import LambdaContext  # noqa: E402
 
 from api.app import create_app  # noqa: E402
 from handlers.lambda_environment import ExecutionEnvironment  # noqa: E402
-from handlers.lambda_observability import make_logger, make_metrics  # noqa: E402
+from handlers.lambda_observability import (  # noqa: E402
+    EmfMetrics,
+    flush_telemetry,
+    make_logger,
+    make_metrics,
+)
 from handlers.lambda_secrets import resolve_secrets  # noqa: E402
 
 
@@ -31,7 +36,7 @@ class UnsupportedEvent(TypeError):
 logger: Logger = make_logger()
 metrics: Metrics = make_metrics()
 resolve_secrets()  # X_SECRET_ID / X_PARAMETER -> X, before the settings are read
-app = create_app(configure_logs=False)
+app = create_app(configure_logs=False, request_metrics=EmfMetrics(metrics))
 environment = ExecutionEnvironment(lambda: app.router.lifespan_context(app))
 environment.start()
 environment.install_shutdown_hooks()
@@ -55,7 +60,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "expected an API Gateway (HTTP API or REST API), ALB or Function URL event; "
             f"got one with keys: {keys}"
         ) from exc
-    response = adapter(event, context)
+    try:
+        response = adapter(event, context)
+    finally:
+        flush_telemetry()
     metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
     if response["statusCode"] >= 500:
         metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)

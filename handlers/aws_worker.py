@@ -33,7 +33,12 @@ from adapters.records import ScheduleTick  # noqa: E402
 from api.runtime import Runtime  # noqa: E402
 from api.settings import load_settings  # noqa: E402
 from handlers.lambda_environment import ExecutionEnvironment  # noqa: E402
-from handlers.lambda_observability import make_logger, make_metrics  # noqa: E402
+from handlers.lambda_observability import (  # noqa: E402
+    EmfMetrics,
+    flush_telemetry,
+    make_logger,
+    make_metrics,
+)
 from handlers.lambda_secrets import resolve_secrets  # noqa: E402
 
 
@@ -49,6 +54,7 @@ logger: Logger = make_logger()
 metrics: Metrics = make_metrics()
 resolve_secrets()  # see handlers/aws_http.py
 runtime = Runtime.build(load_settings())
+runtime.job_metrics.append(EmfMetrics(metrics))
 
 
 @asynccontextmanager
@@ -107,6 +113,15 @@ def run_schedule(event: dict[str, Any]) -> dict[str, Any]:
 @metrics.log_metrics
 @logger.inject_lambda_context
 def handler(
+    event: dict[str, Any], context: LambdaContext
+) -> PartialItemFailureResponse | dict[str, Any]:
+    try:
+        return dispatch(event, context)
+    finally:
+        flush_telemetry()
+
+
+def dispatch(
     event: dict[str, Any], context: LambdaContext
 ) -> PartialItemFailureResponse | dict[str, Any]:
     if isinstance(event, dict) and "schedule" in event:

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from adapters.errors import Unavailable
 from adapters.ports import Queue, Store
 from adapters.records import JobMessage, JobRecord
+from api.jobs.observe import JobTracing, NoTracing, stamped
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +62,20 @@ class Outbox:
         grace: timedelta,
         resend_after: timedelta,
         batch: int = 500,
+        tracing: JobTracing | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
         self.grace = grace
         self.resend_after = resend_after
         self.batch = batch
+        self.tracing: JobTracing = tracing or NoTracing()
+
+    async def _send(self, message: JobMessage) -> None:
+        """One send, in a span of its own when tracing is on; the message carries the trace
+        context (the request's, or the sweep's for a re-send) and its send time."""
+        with self.tracing.sending(message) as traced:
+            await self.queue.send(stamped(traced))
 
     def first_due(self, now: datetime) -> datetime:
         """The due time a new job is written with: its request has `grace` to send it."""
@@ -81,7 +90,7 @@ class Outbox:
         if job.due_at is None:
             raise ValueError(f"job {job.id} has no due time: it was not written as an outbox entry")
         try:
-            await self.queue.send(message_of(job, attributes))
+            await self._send(message_of(job, attributes))
         except Exception as exc:  # the sweeper sends it; nothing the client must hear about
             logger.warning("job %s: not sent now (%s); the sweeper will send it", job.id, exc)
             return False
@@ -106,7 +115,7 @@ class Outbox:
                 if refused:
                     return False
                 try:
-                    await self.queue.send(message_of(job))
+                    await self._send(message_of(job))
                 except Unavailable as exc:
                     refused.append(exc)
                     return False

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from adapters.errors import Unavailable
 from adapters.ports import Cache, Disposition, Store
 from adapters.records import JobMessage, JobStatus
+from api.jobs.observe import Outcome
 from api.tasks.registry import TaskContext, TaskRegistry
 
 logger = logging.getLogger(__name__)
@@ -42,13 +43,17 @@ class JobRunner:
     async def handle(self, message: JobMessage) -> Disposition:
         """Run the job a message names, at most once to success. ACK means nothing is left to do;
         RETRY means the queue should deliver the message again (and dead-letter it in the end)."""
+        return (await self.run(message)).disposition
+
+    async def run(self, message: JobMessage) -> Outcome:
+        """As `handle`, saying how the delivery ended (for spans and metrics)."""
         try:
             return await self._handle(message)
         except Unavailable as exc:
             logger.warning("job %s: %s; will retry", message.job_id, exc)
-            return Disposition.RETRY
+            return Outcome.RETRY
 
-    async def _handle(self, message: JobMessage) -> Disposition:
+    async def _handle(self, message: JobMessage) -> Outcome:
         now = self.clock()
         job = await self.store.claim_job(message.job_id, now=now, lease_until=now + self.lease)
         if job is None:
@@ -74,7 +79,7 @@ class JobRunner:
         )
         if done is None:
             logger.warning("job %s: lease lost before it finished; another attempt owns it", job.id)
-        return Disposition.ACK
+        return Outcome.DONE
 
     async def _leased(self, job_id: str, attempt: int, work: Awaitable[T]) -> T:
         """Await `work` while renewing the claim's lease every third of it, so a long task keeps
@@ -101,20 +106,20 @@ class JobRunner:
                 logger.warning("job %s: lease lost while running; another attempt may run", job_id)
                 return
 
-    async def _not_claimed(self, job_id: str) -> Disposition:
+    async def _not_claimed(self, job_id: str) -> Outcome:
         current = await self.store.get_job(job_id)
         if current is None:
             # Never written here (a message from elsewhere), or deleted since: nothing to run.
             logger.warning("job %s: no such job; message dropped", job_id)
-            return Disposition.ACK
+            return Outcome.SKIPPED
         if current.status is JobStatus.SUCCEEDED:
             logger.info("job %s: duplicate delivery of a finished job; acknowledged", job_id)
-            return Disposition.ACK
+            return Outcome.SKIPPED
         # Running under another worker's lease: ask for redelivery in case that worker dies.
-        return Disposition.RETRY
+        return Outcome.RETRY
 
-    async def _fail(self, job_id: str, attempt: int, error: str) -> Disposition:
+    async def _fail(self, job_id: str, attempt: int, error: str) -> Outcome:
         await self.store.finish_job(
             job_id, attempt=attempt, status=JobStatus.FAILED, at=self.clock(), error=error[:2000]
         )
-        return Disposition.RETRY
+        return Outcome.FAILED

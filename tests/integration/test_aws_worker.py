@@ -173,7 +173,7 @@ def test_records_run_concurrently_on_one_loop(worker: ModuleType) -> None:
     users = [new_user(worker) for _ in range(10)]
     records = [job_record(submit(worker, "users.welcome", {"user_id": u.id})) for u in users]
     seen_tasks: set[int] = set()
-    original = worker.runtime.runner.handle
+    original = worker.runtime.runner.run
 
     async def spy(message: JobMessage) -> object:
         task = asyncio.current_task()
@@ -182,11 +182,11 @@ def test_records_run_concurrently_on_one_loop(worker: ModuleType) -> None:
         await asyncio.sleep(0)
         return await original(message)
 
-    worker.runtime.runner.handle = spy
+    worker.runtime.runner.run = spy
     try:
         assert failures(worker.handler(event(*records), LambdaContext())) == set()
     finally:
-        worker.runtime.runner.handle = original
+        worker.runtime.runner.run = original
     assert len(seen_tasks) == 10  # one task per record, gathered
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -25,6 +26,9 @@ def lambda_module(name: str, **environment: str) -> Iterator[ModuleType]:
         **environment,
     )
     sys.modules.pop(name, None)
+    # Powertools copies its handler onto the app's loggers; the next module brings its own.
+    loggers = [logging.getLogger(n) for n in ("api", "adapters", "handlers")]
+    handlers = [list(logger.handlers) for logger in loggers]
     try:
         module = importlib.import_module(name)
         try:
@@ -33,6 +37,8 @@ def lambda_module(name: str, **environment: str) -> Iterator[ModuleType]:
             module.environment.stop()
             module.environment.loop.close()
     finally:
+        for logger, kept in zip(loggers, handlers, strict=True):
+            logger.handlers[:] = kept
         sys.modules.pop(name, None)
         os.environ.clear()
         os.environ.update(saved)
