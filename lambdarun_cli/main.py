@@ -100,6 +100,15 @@ def cmd_dev(args: argparse.Namespace) -> int:
         f"  CACHE_URL={redacted(settings.cache_url)}",
         file=sys.stderr,
     )
+    if settings.telemetry == "otel" and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        # No collector named: show the spans here, one JSON line each (docs/observability.md).
+        os.environ.setdefault("OTEL_TRACES_EXPORTER", "console")
+        os.environ.setdefault("OTEL_METRICS_EXPORTER", "none")
+        print(
+            f"  TELEMETRY=otel: spans to {os.environ['OTEL_TRACES_EXPORTER']}"
+            " (OTEL_EXPORTER_OTLP_ENDPOINT sends them to a collector)",
+            file=sys.stderr,
+        )
     from lambdarun_cli.dev_app import PARENT
 
     os.environ[PARENT] = str(os.getpid())  # the reload worker dies with this process
@@ -125,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
         "dev",
         help="serve the API locally with auto-reload on the settings from the environment",
         description="Serve the API with uvicorn. Settings come from the environment "
-        "(DATABASE_URL, QUEUE_URL, CACHE_URL, ...); the defaults need no services.",
+        "(DATABASE_URL, QUEUE_URL, CACHE_URL, ...); the defaults need no services. "
+        "TELEMETRY=otel prints each span as a JSON line, unless OTEL_EXPORTER_OTLP_ENDPOINT "
+        "names a collector.",
     )
     dev.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     dev.add_argument(
