@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -32,12 +33,14 @@ def wait_until(predicate: object, *, timeout: float, what: str) -> None:
 
 
 @pytest.fixture
-def dev_server(tmp_path: Path) -> Iterator[str]:
+def dev_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """`make dev` on a free port; settings given by indirect parametrization are added."""
     port = free_port()
     env = {
         **os.environ,
         "PORT": str(port),
         "DATABASE_URL": f"sqlite:///{tmp_path}/dev.db",
+        **getattr(request, "param", {}),
     }
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(
@@ -69,6 +72,34 @@ def dev_server(tmp_path: Path) -> Iterator[str]:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+@pytest.mark.parametrize("dev_server", [{"TELEMETRY": "otel"}], indirect=True)
+def test_make_dev_with_otel_prints_the_request_to_job_trace(
+    dev_server: str, tmp_path: Path
+) -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    created = httpx.post(
+        f"{dev_server}/v1/users",
+        json={"email": "ada@example.com", "name": "Ada"},
+        headers={"traceparent": traceparent},
+        timeout=5,
+    )
+    assert created.status_code == 201
+
+    def spans() -> dict[str, dict[str, str]]:
+        found = {}
+        for line in (tmp_path / "server.log").read_text().splitlines():
+            if line.startswith('{"name"'):
+                span = json.loads(line)
+                found[span["name"]] = {**span["context"], "parent": span["parent_id"]}
+        return found
+
+    wait_until(lambda: "process users.welcome" in spans(), timeout=10, what="the job's span")
+    printed = spans()
+    run, send = printed["process users.welcome"], printed["send users.welcome"]
+    assert run["trace_id"] == send["trace_id"] == "0x4bf92f3577b34da6a3ce929d0e0e4736"
+    assert run["parent"] == send["span_id"]
 
 
 def test_make_dev_serves_the_welcome_flow(dev_server: str) -> None:
