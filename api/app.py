@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 
 from api import idempotency
@@ -93,7 +94,13 @@ def create_app(
         proxy_hops=settings.proxy_hops,
     )
     if request_metrics is not None:  # outermost: it times and counts what the client saw
-        app.add_middleware(RequestMetrics, recorder=request_metrics)
+        templates = {
+            id(route): v1.PREFIX + route.path
+            for router in v1.routers
+            for route in router.routes
+            if isinstance(route, APIRoute)
+        }
+        app.add_middleware(RequestMetrics, recorder=request_metrics, templates=templates)
     health.install(app)
     for router in v1.routers:
         app.include_router(router, prefix=v1.PREFIX)

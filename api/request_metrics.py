@@ -2,15 +2,17 @@
 OpenTelemetry (Lambda: EMF, handlers/lambda_observability.py). With TELEMETRY=otel on Cloud
 Run, FastAPI records the same histogram itself, under the same name and attributes.
 
-A pure ASGI layer (no BaseHTTPMiddleware): it reads the route template the router leaves in
-the scope, never the raw path, so the number of series stays that of the routes."""
+A pure ASGI layer (no BaseHTTPMiddleware): it reads the route the router leaves in the scope
+and records its template, never the raw path, so the number of series stays that of the routes.
+FastAPI keeps an included router's routes unprefixed (the prefix lives in private state), so
+the app hands over the full template of each prefixed route."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED = "unmatched"  # a 404 or 405 outside every route: one series, not one per path
@@ -21,9 +23,12 @@ class RequestRecorder(Protocol):
 
 
 class RequestMetrics:
-    def __init__(self, app: ASGIApp, *, recorder: RequestRecorder) -> None:
+    def __init__(
+        self, app: ASGIApp, *, recorder: RequestRecorder, templates: Mapping[int, str]
+    ) -> None:
         self.app = app
         self.recorder = recorder
+        self.templates = templates  # id(route) -> its path with the router's prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,10 +47,9 @@ class RequestMetrics:
             await self.app(scope, receive, send_status)
         finally:
             route = scope.get("route")
+            template: str = self.templates.get(id(route)) or getattr(route, "path", UNMATCHED)
             self.recorder.request(
-                route=route.path
-                if isinstance(route, BaseRoute) and hasattr(route, "path")
-                else UNMATCHED,
+                route=template,
                 method=scope["method"],
                 status=status,
                 seconds=time.perf_counter() - started,

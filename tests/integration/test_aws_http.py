@@ -204,3 +204,29 @@ def test_api_gateways_request_id_names_the_request_when_the_client_sends_none(
     event = sample("http_v1_get_healthz.json")
     response = parse_response("rest_v1", aws_http.handler(event, LambdaContext()))
     assert response.header("x-request-id") == event["requestContext"]["requestId"]
+
+
+def request_metrics(out: str) -> list[dict[str, Any]]:
+    """The EMF lines of `http.server.request.duration` in what the function printed."""
+    return [
+        line
+        for line in map(json.loads, (x for x in out.splitlines() if x.startswith('{"_aws"')))
+        if "http.server.request.duration" in line
+    ]
+
+
+def test_each_request_is_an_emf_metric_per_route_template_never_per_path(
+    aws_http: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    send = invoker("http_v2", aws_http.handler)
+    capsys.readouterr()
+    assert send("GET", "/v1/users/01a24265-afa2-70e6-9b63-90ece872e377").status_code == 404
+    assert send("GET", "/no/such/page/4711").status_code == 404
+    [user, unmatched] = request_metrics(capsys.readouterr().out)
+    assert user["http.route"] == "/v1/users/{user_id}"
+    assert user["http.request.method"] == "GET"
+    assert user["http.response.status_code"] == "404"
+    assert user["http.server.request.duration"][0] > 0
+    [directive] = user["_aws"]["CloudWatchMetrics"]
+    assert directive["Metrics"] == [{"Name": "http.server.request.duration", "Unit": "Seconds"}]
+    assert unmatched["http.route"] == "unmatched"  # the raw path never becomes a dimension
