@@ -47,7 +47,7 @@ class RequestMetrics:
             await self.app(scope, receive, send_status)
         finally:
             route = scope.get("route")
-            template: str = self.templates.get(id(route)) or getattr(route, "path", UNMATCHED)
+            template = self.templates.get(id(route)) or str(getattr(route, "path", UNMATCHED))
             self.recorder.request(
                 route=template,
                 method=scope["method"],
