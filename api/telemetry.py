@@ -61,15 +61,27 @@ def install_providers(environ: Mapping[str, str] = os.environ) -> None:
         metering = _unset(metrics.get_meter_provider())
         if not tracing and not metering:
             return
-        from opentelemetry.sdk.resources import Resource
+        try:
+            from opentelemetry.sdk.resources import Resource
+        except ImportError:
+            # Telemetry must not take the service down: serve, say why nothing is exported.
+            logger.error(
+                "TELEMETRY=otel, but no OpenTelemetry SDK is installed and no provider was set "
+                "(pip install 'lambdarun[otel]', or a layer that brings one): nothing is exported"
+            )
+            return
 
+        try:
+            span_exporters = _exporters("OTEL_TRACES_EXPORTER", environ)
+            metric_exporters = _exporters("OTEL_METRICS_EXPORTER", environ)
+        except ValueError as exc:
+            logger.error("TELEMETRY=otel: %s; nothing is exported", exc)
+            return
         resource = Resource.create()  # reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
         if tracing:
-            exporters = _exporters("OTEL_TRACES_EXPORTER", environ)
-            _installed.append(_tracer_provider(resource, exporters))
+            _installed.append(_tracer_provider(resource, span_exporters))
         if metering:
-            exporters = _exporters("OTEL_METRICS_EXPORTER", environ)
-            _installed.append(_meter_provider(resource, exporters))
+            _installed.append(_meter_provider(resource, metric_exporters))
 
 
 def _tracer_provider(resource: Any, exporters: list[str]) -> Any:

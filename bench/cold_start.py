@@ -1,12 +1,15 @@
 """Cold start of the Lambda API handler against a minimal FastAPI + Mangum + boto3 app.
 
-    .venv/bin/python bench/cold_start.py [--rounds 15] [--warm 2000]
+    .venv/bin/python bench/cold_start.py [--rounds 15] [--warm 2000] [--otel]
 
 Each sample is a fresh process (interpreter start, imports, init, the first `GET
 /v1/users/{id}` served from DynamoDB on a moto server), timed from the parent. The two apps
 alternate in shuffled order every round, the first round is discarded, and the median of the
-per-round ratios is printed with its range. Then the warm path (mean per invocation in one
-process) and the ten most expensive imports of ours (`python -X importtime`).
+per-round ratios is printed with its range. `--otel` adds ours with TELEMETRY=otel to every
+round, exporting its spans over OTLP/HTTP to a local endpoint that accepts them (as the
+collector extension would on Lambda; metrics stay EMF), and prints what that adds. Then the
+warm path (mean per invocation in one process) and the ten most expensive imports of ours
+(`python -X importtime`).
 """
 
 from __future__ import annotations
@@ -21,8 +24,12 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from threading import Thread
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,6 +47,29 @@ from tests.support.moto_server import (  # noqa: E402
 )
 
 OURS, BASELINE = "handlers.aws_http", "baseline_lambda"
+OTEL = "handlers.aws_http (TELEMETRY=otel)"
+
+
+class _Accept(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+@contextmanager
+def collector() -> Iterator[str]:
+    """An OTLP/HTTP endpoint that accepts everything: the collector the function would reach."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Accept)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
 
 
 def environment(endpoint: str, table: str, queue: str) -> dict[str, str]:
@@ -132,6 +162,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15, help="measured rounds (default 15)")
     parser.add_argument("--warm", type=int, default=2000, help="warm invocations (default 2000)")
+    parser.add_argument(
+        "--otel", action="store_true", help="also ours with TELEMETRY=otel, to a local collector"
+    )
     args = parser.parse_args()
 
     server = running_server()
@@ -139,17 +172,31 @@ def main() -> None:
         table, queue, user_id = seed(server.endpoint)
         env = environment(server.endpoint, table, queue)
         path = f"/v1/users/{user_id}"
-        samples: dict[str, list[float]] = {OURS: [], BASELINE: []}
-        ratios = []
-        for round_number in range(args.rounds + 1):
-            order = [OURS, BASELINE]
-            random.shuffle(order)
-            times = {module: cold(module, path, env) for module in order}
-            if round_number == 0:
-                continue  # warm-up: page cache, bytecode
-            for module, ms in times.items():
-                samples[module].append(ms)
-            ratios.append(times[OURS] / times[BASELINE])
+        samples: dict[str, list[float]] = {OURS: [], BASELINE: [], OTEL: []}
+        ratios, otel_ratios = [], []
+        with collector() as endpoint:
+            otel_env = {
+                **env,
+                "TELEMETRY": "otel",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                "OTEL_METRICS_EXPORTER": "none",
+            }
+            for round_number in range(args.rounds + 1):
+                order = [OURS, BASELINE, *([OTEL] if args.otel else [])]
+                random.shuffle(order)
+                times = {
+                    name: cold(
+                        OURS if name == OTEL else name, path, otel_env if name == OTEL else env
+                    )
+                    for name in order
+                }
+                if round_number == 0:
+                    continue  # warm-up: page cache, bytecode
+                for name, ms in times.items():
+                    samples[name].append(ms)
+                ratios.append(times[OURS] / times[BASELINE])
+                if args.otel:
+                    otel_ratios.append(times[OTEL] / times[OURS])
         warm_ours, warm_base = (
             warm(OURS, path, env, args.warm),
             warm(BASELINE, path, env, args.warm),
@@ -166,6 +213,13 @@ def main() -> None:
         f"  ratio ours/baseline {statistics.median(ratios):.2f}x "
         f"(range {min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} rounds)"
     )
+    if otel_ratios:
+        added = statistics.median(samples[OTEL]) - statistics.median(samples[OURS])
+        print(
+            f"  ours with TELEMETRY=otel median {statistics.median(samples[OTEL]):6.0f} ms: "
+            f"{statistics.median(otel_ratios):.2f}x ours off "
+            f"(range {min(otel_ratios):.2f}-{max(otel_ratios):.2f}), +{added:.0f} ms"
+        )
     print(f"warm invoke (mean of {args.warm}): ours {warm_ours:.0f} us, "
           f"baseline {warm_base:.0f} us, ratio {warm_ours / warm_base:.2f}x")  # fmt: skip
     print("  (both are dominated by moto's few milliseconds per GetItem)")
