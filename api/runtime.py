@@ -130,7 +130,8 @@ class Runtime:
             now=now,
             scheduled_for=scheduled_for or now,
         )
-        return await schedule.run(context)
+        with self.tracing.scheduled(name):
+            return await schedule.run(context)
 
     async def deliver(self, item: JobMessage | ScheduleTick) -> Disposition:
         """What every worker does with what its queue or scheduler hands it: run the job, or

@@ -199,6 +199,15 @@ class JobSpans:
 
             yield ended
 
+    @contextmanager
+    def scheduled(self, name: str) -> Iterator[None]:
+        # A trace of its own: the scheduler's tick carries no context. A failure raises
+        # through here and is recorded on the span.
+        with self.tracer.start_as_current_span(
+            f"schedule {name}", kind=SpanKind.CONSUMER, attributes={"job.schedule": name}
+        ):
+            yield
+
 
 class JobMeters:
     """`job.duration` and `job.queue_lag` as OTel histograms (Cloud Run, local)."""

@@ -56,6 +56,10 @@ class JobTracing(Protocol):
         """Around one run: yields a function that is told the outcome."""
         ...
 
+    def scheduled(self, name: str) -> AbstractContextManager[None]:
+        """Around one run of a scheduled task (the sweeper's re-sends become its children)."""
+        ...
+
 
 class NoTracing:
     @contextmanager
@@ -65,6 +69,10 @@ class NoTracing:
     @contextmanager
     def running(self, message: JobMessage) -> Iterator[Callable[[Outcome], None]]:
         yield _ignore
+
+    @contextmanager
+    def scheduled(self, name: str) -> Iterator[None]:
+        yield
 
 
 def _ignore(outcome: Outcome) -> None:

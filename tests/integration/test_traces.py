@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from opentelemetry.trace import SpanKind
 
 from adapters.pubsub_push_verifier import PubSubPushVerifier
 from api.app import create_app
+from api.jobs.runner import utcnow
 from api.pubsub_push import PUSH_PATH, build_router
 from api.settings import load_settings
 from tests.support.gcp_events import (
@@ -28,9 +31,19 @@ from tests.support.gcp_events import (
 from tests.support.lambda_events import LambdaContext
 from tests.support.lambda_module import lambda_module
 from tests.support.moto_server import aws_env, create_queue, moto_server, sqs_client
-from tests.support.otel import TRACE_ID, TRACEPARENT, Telemetry, hex_span, in_memory, job_trace
+from tests.support.otel import (
+    TRACE_ID,
+    TRACEPARENT,
+    Telemetry,
+    hex_span,
+    in_memory,
+    job_trace,
+    one,
+    parent_of,
+)
 from tests.support.pubsub import QUEUE_URL, FakePubSub, fake_pubsub
 from tests.support.sqs_events import event, failures, record
+from tests.support.stores import a_job
 
 __all__ = ["aws_env", "fake_pubsub", "moto_server"]  # fixtures, used by name
 
@@ -191,3 +204,29 @@ async def test_off_sends_no_trace_of_its_own(tmp_path: Path, telemetry: Telemetr
         await create_user(client)
         await app.state.runtime.adapters.queue.join()
     assert telemetry.finished() == ()
+
+
+async def test_a_sweeper_resend_runs_in_the_sweeps_trace(
+    tmp_path: Path, telemetry: Telemetry
+) -> None:
+    """The outbox row keeps no trace context, so a re-sent job joins the sweep that sent it."""
+    # Only the start-up sweep and ours: no periodic one in between.
+    settings = otel_settings(tmp_path, queue_url="inprocess://", local_sweep_seconds=3600)
+    app = create_app(settings, configure_logs=False)
+    async for client in serve(app):
+        user = await create_user(client)
+        runtime = app.state.runtime
+        await runtime.adapters.queue.join()
+        telemetry.spans.clear()
+        past = utcnow() - timedelta(minutes=5)
+        job = a_job(payload={"user_id": user["id"]}, created_at=past, updated_at=past, due_at=past)
+        await runtime.adapters.store.create_job(job)
+        await runtime.run_schedule("jobs.sweep")
+        await runtime.adapters.queue.join()
+    spans = telemetry.finished()
+    sweep = one(spans, "schedule jobs.sweep", SpanKind.CONSUMER)
+    send = one(spans, "send users.welcome", SpanKind.PRODUCER)
+    run = one(spans, "process users.welcome", SpanKind.CONSUMER)
+    assert sweep.parent is None
+    assert parent_of(send) == hex_span(sweep)
+    assert parent_of(run) == hex_span(send)
