@@ -4,29 +4,25 @@
 # source tree, so `build_in_source` and parallel builds are safe.
 #
 # A function ships: api/, adapters/, handlers/ and the runtime dependencies
-# from pyproject.toml (core + the "aws" extra), installed for the Lambda
-# platform, with bytecode compiled for that exact Python. Never: tests/,
-# bench/, cloudrun/, docs/, lambdarun_cli/.
+# of pyproject.toml (core + the "aws" extra) as requirements/lambda.txt locks
+# them, installed for the Lambda platform, with bytecode compiled for that
+# exact Python. Never: tests/, bench/, cloudrun/, docs/, lambdarun_cli/.
 
 # Keep in step with Globals.Runtime and Architectures in template.yaml.
 SAM_PYTHON ?= python3.12
 SAM_PY_VERSION := 3.12
 SAM_PLATFORM := manylinux2014_aarch64
+# The same platform as uv spells it, for `make lock`.
+SAM_UV_PLATFORM := aarch64-manylinux2014
 SAM_EXTRAS := aws
 SAM_PACKAGES := api adapters handlers
-# Optional pip constraints file (e.g. a lock) to pin what ships; empty: newest
-# versions that pyproject.toml allows.
-SAM_CONSTRAINTS ?=
+# The hashed lock `make lock` writes for SAM_EXTRAS on SAM_PLATFORM: exact
+# versions, every file checked against its sha256, so a build today and one
+# next month ship the same bytes.
+SAM_LOCK := requirements/lambda.txt
 
 # Not imported on Lambda: GCP entry points, local bytecode of another Python.
 SAM_EXCLUDES := --exclude=__pycache__ --exclude='*.pyc' --exclude='handlers/gcp_*'
-
-# Prints pyproject's core dependencies plus the extras above, one a line, so the
-# dependency list lives in one place.
-SAM_READ_REQUIREMENTS := import sys, tomllib; \
-	p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-	extras = p.get("optional-dependencies", {}); \
-	print("\n".join(p["dependencies"] + [d for e in sys.argv[1:] for d in extras[e]]))
 
 # Bytecode is version-specific: refuse to build with another Python.
 SAM_CHECK_VERSION := import sys; \
@@ -40,17 +36,14 @@ SAM_CHECK_VERSION := import sys; \
 define SAM_BUILD_PYTHON
 	$(if $(ARTIFACTS_DIR),,$(error ARTIFACTS_DIR is not set: run this target through `sam build`))
 	@$(SAM_PYTHON) -c '$(SAM_CHECK_VERSION)'
-	rm -rf "$(ARTIFACTS_DIR)"/* "$(ARTIFACTS_DIR)"/.requirements.txt
+	rm -rf "$(ARTIFACTS_DIR)"/*
 	mkdir -p "$(ARTIFACTS_DIR)"
-	@$(SAM_PYTHON) -c '$(SAM_READ_REQUIREMENTS)' $(SAM_EXTRAS) > "$(ARTIFACTS_DIR)/.requirements.txt"
-	@echo "requirements (pyproject.toml, extras: $(SAM_EXTRAS)):" $$(cat "$(ARTIFACTS_DIR)/.requirements.txt")
 	$(SAM_PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-compile \
 		--platform $(SAM_PLATFORM) --implementation cp --python-version $(SAM_PY_VERSION) \
-		--only-binary=:all: --target "$(ARTIFACTS_DIR)" --requirement "$(ARTIFACTS_DIR)/.requirements.txt" \
-		$(if $(SAM_CONSTRAINTS),--constraint "$(SAM_CONSTRAINTS)")
-	rm -rf "$(ARTIFACTS_DIR)/.requirements.txt" "$(ARTIFACTS_DIR)/bin"
+		--only-binary=:all: --require-hashes --target "$(ARTIFACTS_DIR)" --requirement $(SAM_LOCK)
+	rm -rf "$(ARTIFACTS_DIR)/bin"
 	tar -cf - $(SAM_EXCLUDES) $(SAM_PACKAGES) | tar -xf - -C "$(ARTIFACTS_DIR)"
-	$(SAM_PYTHON) -m compileall -q -j 0 --invalidation-mode unchecked-hash "$(ARTIFACTS_DIR)"
+	$(SAM_PYTHON) -m compileall -f -q -j 0 --invalidation-mode unchecked-hash "$(ARTIFACTS_DIR)"
 endef
 
 # Keep the root Makefile's default goal whichever line includes this file.

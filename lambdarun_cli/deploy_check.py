@@ -6,15 +6,17 @@
 Standard library only (boto3 only for --check-secrets), so CI runs it before any install.
 
 aws: samconfig.toml's environment must give every template parameter that has no default, the
-issuer's three JWT values without a placeholder left in them, and `Stage` equal to the
-environment's name for dev and prod. `--check-secrets` (with AWS credentials) looks up the SSM
-parameter the API reads its cursor secret from: without it every invocation fails at init.
+issuer's three JWT values without a placeholder left in them, where prod's alarms go (AlarmEmail
+or AlarmTopicArn, no placeholder), and `Stage` equal to the environment's name for dev and prod.
+`--check-secrets` (with AWS credentials) looks up the SSM parameter the API reads its cursor
+secret from: without it every invocation fails at init.
 `--overrides --deploy-id ID` prints samconfig's whole parameter list plus `DeployId` (what CI
 passes to `sam deploy`: a `--parameter-overrides` on the command line replaces the list).
 
 gcp: every placeholder of cloudrun/service.yaml and worker.yaml needs an environment variable
 of its name; `--render DIR` writes the two files with them filled in (what CI deploys), and
-fails if a placeholder is still there.
+fails if a placeholder is still there. `--no-traffic-tag TAG --serving FILE` makes the rendered
+service.yaml deploy a tagged revision that gets no traffic (CI smoke-tests it first).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER = "REPLACE-ME"  # what samconfig.toml's example values hold until someone decides
 JWT_PARAMETERS = ("JwtIssuer", "JwtAudience", "JwtJwksUrl")
+ALARM_DESTINATIONS = ("AlarmEmail", "AlarmTopicArn")  # prod needs one (template.yaml's Rules)
 NAMED_STAGES = ("dev", "prod")  # environments whose Stage must be their own name
 # cloudrun/*.yaml placeholders, each filled from the environment variable of its name.
 GCP_PLACEHOLDERS = (
@@ -95,6 +98,17 @@ def aws_problems(config_env: str, samconfig: Path, template: Path) -> list[str]:
                 "samconfig.toml (docs/auth.md)"
             )
     stage = given.get("Stage")
+    for name in ALARM_DESTINATIONS:
+        if PLACEHOLDER in given.get(name, ""):
+            problems.append(
+                f"{config_env}: {name} is {given[name]!r}: set where the alarms go in "
+                "samconfig.toml (docs/monitoring.md)"
+            )
+    if stage == "prod" and not any(given.get(name) for name in ALARM_DESTINATIONS):
+        problems.append(
+            f"{config_env}: AlarmEmail or AlarmTopicArn is required: prod's alarms must reach "
+            "someone (docs/monitoring.md)"
+        )
     if config_env in NAMED_STAGES and stage != config_env:
         problems.append(f"{config_env}: Stage is {stage!r}, not {config_env!r}")
     return problems
@@ -180,6 +194,38 @@ def render(environ: Mapping[str, str], folder: Path, out: Path, tag: str | None)
     return problems
 
 
+# A Cloud Run revision tag: it prefixes the service's host name (TAG---SERVICE-...run.app).
+REVISION_TAG = re.compile(r"[a-z][a-z0-9-]{0,28}[a-z0-9]")
+
+
+def hold_traffic(text: str, services: Sequence[Mapping[str, Any]], tag: str) -> str:
+    """A rendered service file whose new revision gets no traffic: it is named `SERVICE-TAG` and
+    reached only through the tag's own URL, while the revisions serving now keep their shares
+    (by name). `services` is `gcloud run services list --format=json`: empty before the first
+    deploy, when there is nothing to keep and the new revision takes all the traffic."""
+    if not REVISION_TAG.fullmatch(tag):
+        raise ValueError(f"{tag!r} is not a revision tag (lower-case letters, digits, dashes)")
+    name = re.search(r"^metadata:\n  name: (\S+)$", text, re.MULTILINE)
+    head, found, block = text.partition("\n  traffic:\n")
+    if not name or not found or any(not line.startswith("    ") for line in block.splitlines()):
+        raise ValueError("expected metadata.name first and spec.traffic last in the service file")
+    revision = f"{name[1]}-{tag}"
+    head, found, rest = head.partition("\nspec:\n  template:\n    metadata:\n")
+    if not found:
+        raise ValueError("expected spec.template.metadata in the service file")
+    shares: dict[str, int] = {}
+    for service in services:
+        if service.get("metadata", {}).get("name") == name[1]:
+            for target in service.get("status", {}).get("traffic", []):
+                if target.get("percent"):
+                    serving = target["revisionName"]
+                    shares[serving] = shares.get(serving, 0) + int(target["percent"])
+    targets = [f"    - revisionName: {rev}\n      percent: {pc}\n" for rev, pc in shares.items()]
+    targets.append(f"    - revisionName: {revision}\n      tag: {tag}\n")
+    targets.append(f"      percent: {0 if shares else 100}\n")
+    return f"{head}{found}      name: {revision}\n{rest}\n  traffic:\n" + "".join(targets)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deploy_check", description=__doc__.split("\n\n")[0])
     clouds = parser.add_subparsers(dest="cloud", required=True)
@@ -191,6 +237,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     gcp = clouds.add_parser("gcp", help="check the environment for cloudrun/*.yaml")
     gcp.add_argument("--render", metavar="DIR", help="write the filled-in service files there")
     gcp.add_argument("--tag", help="with --render: the image tag instead of latest")
+    gcp.add_argument(
+        "--no-traffic-tag",
+        metavar="TAG",
+        help="with --render and --serving: service.yaml deploys a revision tagged TAG that gets "
+        "no traffic; the revisions serving now keep it",
+    )
+    gcp.add_argument(
+        "--serving",
+        metavar="FILE",
+        help="`gcloud run services list --format=json`: which revisions serve now",
+    )
     gcp.add_argument(
         "--subscription-flags",
         action="store_true",
@@ -212,9 +269,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.subscription_flags:
             print(subscription_flags(ROOT / "cloudrun", environ))
             return 0
+        if args.no_traffic_tag and not (args.render and args.serving):
+            parser.error("--no-traffic-tag needs --render and --serving")
         problems = gcp_problems(environ, ROOT / "cloudrun")
         if args.render and not problems:
             problems = render(environ, ROOT / "cloudrun", Path(args.render), args.tag)
+        if args.no_traffic_tag and not problems:
+            # The API only: the worker serves Eventarc's pushes, which reach whatever revision
+            # has the traffic, and its ingress is internal, so nothing could test a tagged one.
+            rendered = Path(args.render) / "service.yaml"
+            services = json.loads(Path(args.serving).read_text() or "[]")
+            try:
+                text = hold_traffic(rendered.read_text(), services, args.no_traffic_tag)
+                rendered.write_text(text)
+            except ValueError as exc:
+                problems = [f"gcp: --no-traffic-tag: {exc}"]
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0

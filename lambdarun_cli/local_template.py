@@ -369,7 +369,10 @@ class Template:
         unresolved: list[str] = []
         for name, raw in variables.items():
             try:
-                environment[name] = _stringify(self.resolve(raw))
+                value = self.resolve(raw)
+                if value is NO_VALUE:  # CloudFormation drops the variable
+                    continue
+                environment[name] = _stringify(value)
             except Unresolved:
                 environment[name] = ""
                 unresolved.append(name)

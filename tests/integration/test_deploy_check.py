@@ -50,7 +50,11 @@ def test_the_shipped_samconfig_is_refused_one_line_per_value(stage: str) -> None
     )  # fmt: skip
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.startswith(f"{stage}:")]
-    assert [line.split()[1] for line in lines] == ["JwtIssuer", "JwtAudience", "JwtJwksUrl"]
+    # prod must also say where its alarms go (template.yaml's ProdAlarmsHaveADestination).
+    expected = ["JwtIssuer", "JwtAudience", "JwtJwksUrl"] + (
+        ["AlarmEmail"] if stage == "prod" else []
+    )
+    assert [line.split()[1] for line in lines] == expected
 
 
 @pytest.mark.parametrize("stage", ["default", "dev", "prod"])

@@ -41,12 +41,17 @@ KNOWN_WILDCARDS = {
 KNOWN_MANAGED_POLICIES = {
     # EventBridge Scheduler's role per schedule: only lambda:InvokeFunction on the worker.
     "WorkerFunctionScheduleJobsSweepRole": set(),
-    # logs:CreateLogGroup/CreateLogStream/PutLogEvents on "*" (SAM adds it to every function).
-    "ApiFunctionRole": {"service-role/AWSLambdaBasicExecutionRole"},
+    # logs:CreateLogGroup/CreateLogStream/PutLogEvents on "*" (SAM adds it to every function);
+    # X-Ray's write API only when OtelLayerArn turns telemetry on ("if TelemetryOn: ...").
+    "ApiFunctionRole": {
+        "service-role/AWSLambdaBasicExecutionRole",
+        "if TelemetryOn: AWSXrayWriteOnlyAccess",
+    },
     # + sqs:ReceiveMessage/DeleteMessage/GetQueueAttributes on "*" (added by the SQS event).
     "WorkerFunctionRole": {
         "service-role/AWSLambdaBasicExecutionRole",
         "service-role/AWSLambdaSQSQueueExecutionRole",
+        "if TelemetryOn: AWSXrayWriteOnlyAccess",
     },
 }
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE_KEY|SIGNING_KEY|API_KEY", re.IGNORECASE)
@@ -167,7 +172,10 @@ def test_checkov_passes_the_workflows() -> None:
 
 def deployment_files() -> list[str]:
     files = ["template.yaml", "samconfig.toml", ".checkov.yaml"]
-    files += [str(p.relative_to(ROOT)) for p in sorted((ROOT / "cloudrun").iterdir())]
+    # Every file under cloudrun/, monitoring/ included: checkov's --file skips a directory.
+    files += [
+        str(p.relative_to(ROOT)) for p in sorted((ROOT / "cloudrun").rglob("*")) if p.is_file()
+    ]
     return files + [str(p.relative_to(ROOT)) for p in WORKFLOWS]
 
 
@@ -323,6 +331,15 @@ def wildcard(key: str, value: Any) -> str:
     return text.rpartition(":")[2] if key == "Resource" else text
 
 
+def managed_policy_name(arn: str | dict[str, Any]) -> str:
+    """The policy's name; a conditional one (Fn::If with AWS::NoValue) as "if COND: NAME"."""
+    if isinstance(arn, dict):
+        condition, yes, no = arn["Fn::If"]
+        assert no == {"Ref": "AWS::NoValue"}
+        return f"if {condition}: {managed_policy_name(yes)}"
+    return arn.split(":policy/", 1)[1]
+
+
 def test_the_expanded_roles_hold_only_the_reviewed_wildcards_and_managed_policies() -> None:
     found, managed = set(), {}
     for name, resource in sam_expanded()["Resources"].items():
@@ -330,7 +347,7 @@ def test_the_expanded_roles_hold_only_the_reviewed_wildcards_and_managed_policie
             continue
         properties = resource["Properties"]
         managed[name] = {
-            arn.split(":policy/", 1)[1] for arn in properties.get("ManagedPolicyArns", [])
+            managed_policy_name(arn) for arn in properties.get("ManagedPolicyArns", [])
         }
         for policy in properties.get("Policies", []):
             for statement in statements(policy["PolicyDocument"]):
