@@ -17,11 +17,8 @@ import pytest
 from tests.support.gcp_events import (
     binary_event,
     pubsub_message,
-    running,
-    server_env,
-    start_command,
+    running_pair,
 )
-from tests.support.net import free_port
 from tests.support.otel import CALLER_SPAN, TRACE_ID, TRACEPARENT
 from tests.support.pubsub import QUEUE_URL, running_fake_pubsub
 
@@ -69,22 +66,7 @@ def servers(tmp_path: Path) -> Iterator[tuple[Any, Any, Any]]:
             "OTEL_TRACES_EXPORTER": "console",
             "OTEL_METRICS_EXPORTER": "none",
         }
-        api_port, worker_port = free_port(), free_port()
-        with (
-            running(
-                start_command("api"),
-                port=api_port,
-                env=server_env(api_port, **settings, K_SERVICE="lambdarun-api"),
-                log_path=tmp_path / "api.log",
-            ) as api,
-            running(
-                start_command("worker"),
-                port=worker_port,
-                env=server_env(worker_port, **settings, K_SERVICE="lambdarun-worker"),
-                log_path=tmp_path / "worker.log",
-                ready="",
-            ) as worker,
-        ):
+        with running_pair(tmp_path, **settings) as (api, worker):
             yield api, worker, fake
 
 

@@ -24,12 +24,10 @@ from tests.support.gcp_events import (
     ServerProcess,
     binary_event,
     pubsub_message,
-    running,
-    server_env,
+    running_pair,
     start_command,
     structured_event,
 )
-from tests.support.net import free_port
 from tests.support.pubsub import QUEUE_URL, FakePubSub, Published, running_fake_pubsub
 from tests.support.stores import a_job
 
@@ -109,22 +107,7 @@ def cloud_run(tmp_path: Path) -> Iterator[CloudRun]:
             "GOOGLE_CLOUD_PROJECT": "lambdarun-test",
             "STAGE": "test",  # not local: JSON lines; a deployed stage would refuse AUTH=off
         }
-        api_port, worker_port = free_port(), free_port()
-        with (
-            running(
-                start_command("api"),
-                port=api_port,
-                env=server_env(api_port, **settings, K_SERVICE="lambdarun-api"),  # Cloud Logging
-                log_path=tmp_path / "api.log",
-            ) as api,
-            running(
-                start_command("worker"),
-                port=worker_port,
-                env=server_env(worker_port, **settings, K_SERVICE="lambdarun-worker"),
-                log_path=tmp_path / "worker.log",
-                ready="",  # a GET is not a CloudEvent: just wait for the port
-            ) as worker,
-        ):
+        with running_pair(tmp_path, **settings) as (api, worker):
             yield CloudRun(api, worker, fake, database_url)
 
 

@@ -33,6 +33,7 @@ from google.auth import crypt, jwt
 
 from adapters.messages import encode_body
 from adapters.records import JobMessage
+from tests.support.net import free_port
 
 MESSAGE_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 PROJECT = "lambdarun-test"
@@ -298,3 +299,27 @@ def running(
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def running_pair(tmp_path: Path, **settings: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """The Cloud Run pair as the Dockerfile starts it: the API (uvicorn) and the worker
+    (functions-framework), each with `settings` and its own K_SERVICE (so Cloud Logging lines),
+    logging to api.log and worker.log under `tmp_path`."""
+    api_port, worker_port = free_port(), free_port()
+    with (
+        running(
+            start_command("api"),
+            port=api_port,
+            env=server_env(api_port, **settings, K_SERVICE="lambdarun-api"),
+            log_path=tmp_path / "api.log",
+        ) as api,
+        running(
+            start_command("worker"),
+            port=worker_port,
+            env=server_env(worker_port, **settings, K_SERVICE="lambdarun-worker"),
+            log_path=tmp_path / "worker.log",
+            ready="",  # a GET is not a CloudEvent: just wait for the port
+        ) as worker,
+    ):
+        yield api, worker
