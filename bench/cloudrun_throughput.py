@@ -67,6 +67,8 @@ if __name__ == "__main__":
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 _P99 = re.compile(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
 _UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+TARGET = 0.85  # ours /healthz with TELEMETRY=off, as a share of the bare app's req/s
+_SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 
 
 @dataclass
@@ -111,19 +113,23 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def wrk(url: str, *, duration: float, connections: int) -> tuple[float, float]:
-    """(requests per second, p99 latency in ms) of one wrk run pinned to the client core."""
+def wrk(url: str, *, duration: float, connections: int) -> tuple[float, float, int]:
+    """(requests per second, p99 latency in ms, requests slower than wrk's 2 s timeout) of one
+    wrk run pinned to the client core. An error answer or a broken connection ends the bench;
+    a slow answer is a result, so it is counted and printed."""
     command = [
         "taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration:g}s",
         "--latency", url,
     ]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in output or "Socket errors" in output:
+    errors = _SOCKET_ERRORS.search(output)
+    broken = errors is not None and any(int(n) for n in errors.groups()[:3])
+    if "Non-2xx" in output or broken:
         raise SystemExit(f"wrk saw errors on {url}:\n{output}")
     rps, p99 = _RPS.search(output), _P99.search(output)
     if rps is None or p99 is None:
         raise SystemExit(f"cannot read wrk's output:\n{output}")
-    return float(rps[1]), float(p99[1]) * _UNIT[p99[2]]
+    return float(rps[1]), float(p99[1]) * _UNIT[p99[2]], int(errors[4]) if errors else 0
 
 
 def spread(values: list[float]) -> str:
@@ -172,7 +178,7 @@ def throughput(
         }
         for url in targets.values():
             wrk(url, duration=2, connections=connections)  # warm-up
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
+        results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in targets}
         for round_number in range(rounds):
             order = list(targets.items())
             if round_number % 2:
@@ -188,19 +194,20 @@ def throughput(
         f"\nthroughput, wrk -t1 -c{connections} {duration:g} s x {rounds} interleaved rounds, "
         "server on core 0, wrk on core 1 (median)"
     )
-    bare_rps = [rps for rps, _ in results["bare /healthz"]]
+    bare_rps = [rps for rps, _, _ in results["bare /healthz"]]
     for name, runs in results.items():
-        rps = [r for r, _ in runs]
-        p99 = statistics.median(p for _, p in runs)
+        rps = [r for r, _, _ in runs]
+        p99 = statistics.median(p for _, p, _ in runs)
         ratio = [r / b for r, b in zip(rps, bare_rps, strict=True)]
+        slow = sum(t for _, _, t in runs)
         print(
             f"  {name:34} {statistics.median(rps):9.0f} req/s  p99 {p99:6.2f} ms  "
-            f"{spread(ratio)} x bare"
+            f"{spread(ratio)} x bare" + (f"  ({slow} over 2 s)" if slow else "")
         )
-    ours_rps = [rps for rps, _ in results["ours /healthz"]]
+    ours_rps = [rps for rps, _, _ in results["ours /healthz"]]
     healthz = statistics.median(o / b for o, b in zip(ours_rps, bare_rps, strict=True))
-    verdict = "meets" if healthz >= 0.8 else "misses"
-    print(f"\n/healthz: {healthz:.3f} x bare ({verdict} the 0.8 x target)")
+    verdict = "meets" if healthz >= TARGET else "misses"
+    print(f"\n/healthz: {healthz:.3f} x bare ({verdict} the {TARGET} x target)")
 
 
 def main() -> None:

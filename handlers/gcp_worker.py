@@ -63,6 +63,7 @@ class ProcessRuntime:
         self.runtime = runtime
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._pid: int | None = None
 
     def handle(self, item: JobMessage | ScheduleTick) -> Disposition:
@@ -79,13 +80,14 @@ class ProcessRuntime:
             if self._loop is not None and self._pid == os.getpid():
                 return self._loop
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="job-runner", daemon=True).start()
+            thread = threading.Thread(target=loop.run_forever, name="job-runner", daemon=True)
+            thread.start()
             try:
                 asyncio.run_coroutine_threadsafe(self.runtime.start(), loop).result()
             except BaseException:
-                loop.call_soon_threadsafe(loop.stop)
+                _close(loop, thread)
                 raise  # this event fails (Pub/Sub retries it); the next one tries again
-            self._loop, self._pid = loop, os.getpid()
+            self._loop, self._thread, self._pid = loop, thread, os.getpid()
             atexit.register(self.stop)
             return loop
 
@@ -100,7 +102,16 @@ class ProcessRuntime:
             except Exception:
                 logger.exception("closing the runtime failed")
             finally:
-                loop.call_soon_threadsafe(loop.stop)
+                _close(loop, self._thread)
+
+
+def _close(loop: asyncio.AbstractEventLoop, thread: threading.Thread | None) -> None:
+    """Stop the loop and close it, so its self-pipe sockets do not outlive it."""
+    loop.call_soon_threadsafe(loop.stop)
+    if thread is not None:
+        thread.join(timeout=5)
+    if not loop.is_running():
+        loop.close()
 
 
 settings = load_settings()

@@ -17,6 +17,8 @@ gcp: every placeholder of cloudrun/service.yaml and worker.yaml needs an environ
 of its name; `--render DIR` writes the two files with them filled in (what CI deploys), and
 fails if a placeholder is still there. `--no-traffic-tag TAG --serving FILE` makes the rendered
 service.yaml deploy a tagged revision that gets no traffic (CI smoke-tests it first).
+`--telemetry otel` turns TELEMETRY=otel on in both and adds the OpenTelemetry collector sidecar
+the app exports to (cloudrun/otel-collector.yaml, from Secret Manager; docs/observability.md).
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ GCP_PLACEHOLDERS = (
     "VPC_SUBNET",
 )
 GCP_FILES = ("service.yaml", "worker.yaml")
+# Google's build of the OpenTelemetry Collector (Cloud Trace, Cloud Monitoring exporters, GCP
+# resource detection), pinned: a new collector is a reviewed change like any dependency.
+COLLECTOR_IMAGE = (
+    "us-docker.pkg.dev/cloud-ops-agents-artifacts/google-cloud-opentelemetry-collector/"
+    "otelcol-google:0.160.0"
+)
+# Secret Manager holds cloudrun/otel-collector.yaml (nothing in it is secret): Cloud Run mounts
+# files from secrets, so the config can change without a new image.
+COLLECTOR_CONFIG_SECRET = "lambdarun-otel-collector-config"  # noqa: S105 - a secret's name
 
 
 def parse_overrides(text: str) -> dict[str, str]:
@@ -177,7 +188,69 @@ def subscription_flags(folder: Path, environ: Mapping[str, str]) -> str:
     )
 
 
-def render(environ: Mapping[str, str], folder: Path, out: Path, tag: str | None) -> list[str]:
+def with_collector(text: str) -> str:
+    """A service file whose app runs with TELEMETRY=otel and exports to an OpenTelemetry
+    collector beside it: a second container on localhost:4318 that the app starts after (its
+    health check answers first), its config mounted from Secret Manager."""
+    service = re.search(r"^metadata:\n  name: (\S+)$", text, re.MULTILINE)
+    app = re.search(r"^      containers:\n        - name: (\S+)\n", text, re.MULTILINE)
+    annotations = "\nspec:\n  template:\n    metadata:\n      annotations:\n"
+    env = re.search(r"^          env:\n", text, re.MULTILINE)  # the app's, the first container
+    head, found, tail = text.partition("\n  traffic:\n")
+    # The container list must end the template, so the sidecar and its volume go after it.
+    last = [line for line in head.splitlines() if line.strip() and not line.startswith("#")][-1]
+    if not (service and app and env and found and annotations in text):
+        raise ValueError("expected metadata.name, template annotations, containers and traffic")
+    if not last.startswith("            ") or re.search(r"^\s+- name: TELEMETRY$", text, re.M):
+        raise ValueError("expected the containers last in the template and no TELEMETRY set")
+    depends = json.dumps({app[1]: ["collector"]}, separators=(",", ":"))
+    text = text.replace(
+        annotations,
+        f"{annotations}        run.googleapis.com/container-dependencies: '{depends}'\n",
+    )
+    settings = (
+        "            - name: TELEMETRY\n"
+        "              value: otel\n"
+        "            - name: OTEL_SERVICE_NAME\n"
+        f"              value: {service[1]}\n"
+        "            - name: OTEL_EXPORTER_OTLP_ENDPOINT  # the collector container\n"
+        "              value: http://localhost:4318\n"
+    )
+    at = text.index("\n          env:\n") + len("\n          env:\n")
+    text = text[:at] + settings + text[at:]
+    sidecar = f"""
+        - name: collector
+          image: {COLLECTOR_IMAGE}
+          args: ["--config=/etc/otelcol-google/config.yaml"]
+          resources:
+            limits:
+              cpu: "1"
+              memory: 512Mi
+          # The app waits for this (container-dependencies): no span is sent before it listens.
+          startupProbe:
+            httpGet:
+              path: /
+              port: 13133  # the collector's health_check extension
+            periodSeconds: 1
+            timeoutSeconds: 1
+            failureThreshold: 30
+          volumeMounts:
+            - name: collector-config
+              mountPath: /etc/otelcol-google
+      volumes:
+        - name: collector-config
+          secret:
+            secretName: {COLLECTOR_CONFIG_SECRET}
+            items:
+              - key: latest
+                path: config.yaml"""
+    head, found, tail = text.partition("\n  traffic:\n")
+    return f"{head.rstrip()}{sidecar}\n{found.lstrip(chr(10))}{tail}"
+
+
+def render(
+    environ: Mapping[str, str], folder: Path, out: Path, tag: str | None, *, telemetry: bool = False
+) -> list[str]:
     """Write the service files with every placeholder filled; problems if one is left."""
     problems = []
     out.mkdir(parents=True, exist_ok=True)
@@ -188,6 +261,8 @@ def render(environ: Mapping[str, str], folder: Path, out: Path, tag: str | None)
                 text = re.sub(rf"\b{placeholder}\b", environ[placeholder], text)
         if tag:
             text = re.sub(r":latest$", f":{tag}", text, flags=re.MULTILINE)
+        if telemetry:
+            text = with_collector(text)
         left = sorted({p for p in GCP_PLACEHOLDERS if re.search(rf"\b{p}\b", text)})
         problems += [f"gcp: cloudrun/{name} still holds {p}" for p in left]
         (out / name).write_text(text)
@@ -249,6 +324,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="`gcloud run services list --format=json`: which revisions serve now",
     )
     gcp.add_argument(
+        "--telemetry",
+        choices=("off", "otel"),
+        default="off",
+        help="with --render: otel sets TELEMETRY=otel and adds the OpenTelemetry collector "
+        f"sidecar (its config from the secret {COLLECTOR_CONFIG_SECRET})",
+    )
+    gcp.add_argument(
         "--subscription-flags",
         action="store_true",
         help="print cloudrun/pubsub-subscription.json as gcloud pubsub subscriptions flags",
@@ -273,7 +355,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--no-traffic-tag needs --render and --serving")
         problems = gcp_problems(environ, ROOT / "cloudrun")
         if args.render and not problems:
-            problems = render(environ, ROOT / "cloudrun", Path(args.render), args.tag)
+            problems = render(
+                environ,
+                ROOT / "cloudrun",
+                Path(args.render),
+                args.tag,
+                telemetry=args.telemetry == "otel",
+            )
         if args.no_traffic_tag and not problems:
             # The API only: the worker serves Eventarc's pushes, which reach whatever revision
             # has the traffic, and its ingress is internal, so nothing could test a tagged one.

@@ -1,18 +1,26 @@
 """TELEMETRY=otel: a request that queues a job, the send and the worker's run form ONE trace on
-every queue: in-process, SQS (the Lambda worker), Pub/Sub push. The caller's trace context
-comes in as `traceparent`; the spans are read back from an in-memory exporter. (The CloudEvent
-worker runs as a real functions-framework server: tests/e2e/test_gcp_traces.py.)"""
+every queue: in-process, SQS (the Lambda worker), Pub/Sub push and Eventarc's CloudEvent (the
+functions-framework worker). The caller's trace context comes in as `traceparent`; the spans are
+read back from an in-memory exporter. (tests/e2e/test_gcp_traces.py runs the Cloud Run pair as
+real servers, with the console exporter.)"""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import json
+import logging
+import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
+from cloudevents.http import from_http
 from fastapi import FastAPI
 from opentelemetry.trace import SpanKind
 
@@ -24,6 +32,7 @@ from api.settings import load_settings
 from tests.support.gcp_events import (
     PUSH_ACCOUNT,
     GoogleKeys,
+    binary_event,
     certs_server,
     pubsub_message,
     push_envelope,
@@ -32,6 +41,7 @@ from tests.support.lambda_events import LambdaContext
 from tests.support.lambda_module import lambda_module
 from tests.support.moto_server import aws_env, create_queue, moto_server, sqs_client
 from tests.support.otel import (
+    TRACE_ID,
     TRACEPARENT,
     Telemetry,
     hex_span,
@@ -116,8 +126,6 @@ def test_sqs_and_the_lambda_worker(
     aws_env: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import asyncio
-
     queue_url = create_queue()
     db = f"sqlite:///{tmp_path}/traces.db"
     app = create_app(otel_settings(tmp_path, queue_url=queue_url), configure_logs=False)
@@ -140,11 +148,14 @@ def test_sqs_and_the_lambda_worker(
             event(record(message["Body"], attributes=attributes)), LambdaContext()
         )
         assert failures(answer) == set()
-    job_trace(telemetry.finished(), route="POST /v1/users", task="users.welcome")
-    # The worker's job metrics are EMF under the contract's names.
+    hop = job_trace(telemetry.finished(), route="POST /v1/users", task="users.welcome")
+    # The worker's log line joins the job's span; its metrics are EMF under the contract's names.
     lines = [
         json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")
     ]
+    [done] = [line for line in lines if "users.welcome): done" in str(line.get("message"))]
+    assert done["trace_id"] == TRACE_ID
+    assert done["span_id"] == hex_span(hop.run)
     emf = {
         m["Name"]
         for line in lines
@@ -191,6 +202,54 @@ async def test_pubsub_push(
     [push] = [s for s in spans if s.name == f"POST {PUSH_PATH}"]
     [link] = hop.run.links
     assert link.context.trace_id == push.context.trace_id != hop.run.context.trace_id
+
+
+@contextmanager
+def gcp_worker(monkeypatch: pytest.MonkeyPatch, **environment: str) -> Iterator[ModuleType]:
+    """handlers/gcp_worker.py imported afresh, as functions-framework loads it in a new instance;
+    its runtime stopped and the root logger's handlers restored afterwards."""
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    sys.modules.pop("handlers.gcp_worker", None)
+    try:
+        module = importlib.import_module("handlers.gcp_worker")
+        try:
+            yield module
+        finally:
+            module.process.stop()
+    finally:
+        sys.modules.pop("handlers.gcp_worker", None)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+async def test_cloudevent_worker(
+    tmp_path: Path,
+    telemetry: Telemetry,
+    fake_pubsub: FakePubSub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", fake_pubsub.host)
+    app = create_app(otel_settings(tmp_path, queue_url=QUEUE_URL), configure_logs=False)
+    async for client in serve(app):
+        await create_user(client)
+    [published] = fake_pubsub.wait_for(1)
+    # Eventarc's binary-mode delivery, parsed as functions-framework parses it.
+    headers, body = binary_event(pubsub_message(published.data, attributes=published.attributes))
+    cloud_event = from_http(headers, body)
+    with gcp_worker(
+        monkeypatch,
+        DATABASE_URL=f"sqlite:///{tmp_path}/traces.db",
+        QUEUE_URL=QUEUE_URL,
+        TELEMETRY="otel",
+        STAGE="test",
+    ) as worker:
+        await asyncio.to_thread(worker.on_job_message, cloud_event)  # it blocks, as in gunicorn
+    hop = job_trace(telemetry.finished(), route="POST /v1/users", task="users.welcome")
+    assert hop.run.attributes is not None
+    assert hop.run.attributes["job.outcome"] == "done"
 
 
 async def test_off_sends_no_trace_of_its_own(tmp_path: Path, telemetry: Telemetry) -> None:

@@ -26,9 +26,16 @@ def lambda_module(name: str, **environment: str) -> Iterator[ModuleType]:
         **environment,
     )
     sys.modules.pop(name, None)
-    # Powertools copies its handler onto the app's loggers; the next module brings its own.
-    loggers = [logging.getLogger(n) for n in ("api", "adapters", "handlers")]
-    handlers = [list(logger.handlers) for logger in loggers]
+    # Powertools configures its service logger once per process (a second Logger with the
+    # same service reuses the first one's handler, bound to the sys.stdout of that moment) and
+    # copies that handler onto the app's loggers. Each import here is a new execution
+    # environment: it starts from bare loggers, and what was there comes back afterwards.
+    service = logging.getLogger(os.environ["POWERTOOLS_SERVICE_NAME"])
+    loggers = [service, *(logging.getLogger(n) for n in ("api", "adapters", "handlers"))]
+    kept_state = [(list(lg.handlers), vars(lg).copy()) for lg in loggers]
+    for logger in loggers:
+        logger.handlers.clear()
+    vars(service).pop("init", None)  # Powertools' "already configured" mark
     try:
         module = importlib.import_module(name)
         try:
@@ -37,8 +44,11 @@ def lambda_module(name: str, **environment: str) -> Iterator[ModuleType]:
             module.environment.stop()
             module.environment.loop.close()
     finally:
-        for logger, kept in zip(loggers, handlers, strict=True):
-            logger.handlers[:] = kept
+        for logger, (handlers, attributes) in zip(loggers, kept_state, strict=True):
+            vars(logger).clear()
+            vars(logger).update(attributes)  # level, propagate, filters, Powertools' marks
+            logger.handlers[:] = handlers
+            logger.setLevel(logger.level)  # drops the level cache of the loggers below
         sys.modules.pop(name, None)
         os.environ.clear()
         os.environ.update(saved)
