@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -26,6 +27,18 @@ from api.settings import Settings, check_startup, load_settings
 from api.tasks.registry import TaskRegistry
 
 TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+PROBES = frozenset({"/healthz", "/readyz"})
+
+
+def is_probe(scope: MutableMapping[str, Any]) -> bool:
+    return scope.get("path") in PROBES
+
+
+# TELEMETRY=otel: one span per request, none for the platform's health probes. FastAPI's
+# operation spans (dependencies, endpoint, serialization) would make it four spans a request,
+# each paid for on the request's path, for detail a profiler gives better; the probes come
+# every few seconds per instance and tell nothing a trace should hold (docs/observability.md).
+TELEMETRY_ON: TelemetryConfig = {"operation_spans": False, "exclude": is_probe}
 
 
 def create_app(
@@ -58,7 +71,7 @@ def create_app(
         version="1.0.0",
         summary="One FastAPI app for a laptop, AWS Lambda and Google Cloud Run.",
         lifespan=lifespan,
-        telemetry=None if settings.telemetry == "otel" else TELEMETRY_OFF,
+        telemetry=TELEMETRY_ON if settings.telemetry == "otel" else TELEMETRY_OFF,
         # Any request may meet the size limits (api/limits.py).
         responses=problems(413, 414, 431),
     )

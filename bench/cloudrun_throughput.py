@@ -1,11 +1,11 @@
 """The Cloud Run shape against a bare FastAPI hello world, in one run:
 
 - throughput: wrk on `GET /healthz` and on a cached `GET /v1/users/{id}` of the real server
-  (started with the Dockerfile's own command), on `GET /healthz` of the same server with
-  FastAPI's native OpenTelemetry on (TELEMETRY=otel, as the bare app has it by default), and
-  on `GET /healthz` of a bare FastAPI app
-  served with the same uvicorn settings; each server pinned to core 0, wrk to core 1;
-  variants interleaved round by round after a warm-up; req/s, p99 and the ratios to bare.
+  (started with the Dockerfile's own command), on the same two of a second server with
+  TELEMETRY=otel exporting OTLP to a sink in this process (the collector's part; it counts the
+  spans that arrive), and on `GET /healthz` of a bare FastAPI app served with the same uvicorn
+  settings; each server pinned to core 0, wrk and the sink to core 1; variants interleaved
+  round by round after a warm-up; req/s, p99 and the ratios to bare.
 - cold start: from process start to the first answered `GET /healthz`, ours against bare,
   interleaved, a warm-up discarded; the median of per-round ratios with its range.
 
@@ -14,8 +14,8 @@
 Many short rounds rather than a few long ones: on a shared VM one slow stretch then spoils
 one round's ratio, not the median.
 
-Needs wrk (Debian package `wrk`) and taskset (util-linux), and two cores. Traffic stays on
-127.0.0.1; every run is bounded by --duration and --rounds.
+Needs wrk (Debian package `wrk`) and taskset (util-linux), two cores, and the `otel` extra.
+Traffic stays on 127.0.0.1; every run is bounded by --duration and --rounds.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 
@@ -41,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.gcp_events import start_command  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
+from tests.support.otlp_sink import OtlpSink, otlp_sink  # noqa: E402
 
 SERVER_CORE, CLIENT_CORE = "0", "1"
 # The same uvicorn settings as handlers/cloudrun.py, written out so the bare app's process
@@ -64,9 +67,11 @@ if __name__ == "__main__":
         access_log=False, log_config=None, server_header=False,
     )
 """
+_REQUESTS = re.compile(r"(\d+) requests in ")
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 _P99 = re.compile(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
 _UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+TRACED = "ours cached GET, TELEMETRY=otel"
 TARGET = 0.85  # ours /healthz with TELEMETRY=off, as a share of the bare app's req/s
 _SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 
@@ -113,10 +118,16 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def wrk(url: str, *, duration: float, connections: int) -> tuple[float, float, int]:
-    """(requests per second, p99 latency in ms, requests slower than wrk's 2 s timeout) of one
-    wrk run pinned to the client core. An error answer or a broken connection ends the bench;
-    a slow answer is a result, so it is counted and printed."""
+class Run(NamedTuple):
+    rps: float
+    p99_ms: float
+    slow: int  # answers slower than wrk's 2 s timeout
+    requests: int
+
+
+def wrk(url: str, *, duration: float, connections: int) -> Run:
+    """One wrk run pinned to the client core. An error answer or a broken connection ends the
+    bench; a slow answer is a result, so it is counted and printed."""
     command = [
         "taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration:g}s",
         "--latency", url,
@@ -126,10 +137,11 @@ def wrk(url: str, *, duration: float, connections: int) -> tuple[float, float, i
     broken = errors is not None and any(int(n) for n in errors.groups()[:3])
     if "Non-2xx" in output or broken:
         raise SystemExit(f"wrk saw errors on {url}:\n{output}")
-    rps, p99 = _RPS.search(output), _P99.search(output)
-    if rps is None or p99 is None:
+    rps, p99, count = _RPS.search(output), _P99.search(output), _REQUESTS.search(output)
+    if rps is None or p99 is None or count is None:
         raise SystemExit(f"cannot read wrk's output:\n{output}")
-    return float(rps[1]), float(p99[1]) * _UNIT[p99[2]], int(errors[4]) if errors else 0
+    slow = int(errors[4]) if errors else 0
+    return Run(float(rps[1]), float(p99[1]) * _UNIT[p99[2]], slow, int(count[1]))
 
 
 def spread(values: list[float]) -> str:
@@ -156,7 +168,14 @@ def cold_start(ours: Server, bare: Server, starts: int) -> None:
 
 
 def throughput(
-    ours: Server, otel: Server, bare: Server, *, rounds: int, duration: float, connections: int
+    ours: Server,
+    otel: Server,
+    bare: Server,
+    sink: OtlpSink,
+    *,
+    rounds: int,
+    duration: float,
+    connections: int,
 ) -> None:
     ours_process, ours_port, _ = ours.start()
     otel_process, otel_port, _ = otel.start()
@@ -168,17 +187,22 @@ def throughput(
             timeout=5,
         )
         created.raise_for_status()
-        user_url = f"http://127.0.0.1:{ours_port}/v1/users/{created.json()['id']}"
-        httpx.get(user_url, timeout=5).raise_for_status()  # now cached
+        user_path = f"/v1/users/{created.json()['id']}"  # both servers share the database
+        user_url = f"http://127.0.0.1:{ours_port}{user_path}"
+        otel_user_url = f"http://127.0.0.1:{otel_port}{user_path}"
+        for url in (user_url, otel_user_url):
+            httpx.get(url, timeout=5).raise_for_status()  # now cached
         targets = {
             "bare /healthz": f"http://127.0.0.1:{bare_port}/healthz",
             "ours /healthz": f"http://127.0.0.1:{ours_port}/healthz",
             "ours /healthz, TELEMETRY=otel": f"http://127.0.0.1:{otel_port}/healthz",
             "ours cached GET /v1/users/{id}": user_url,
+            TRACED: otel_user_url,
         }
-        for url in targets.values():
-            wrk(url, duration=2, connections=connections)  # warm-up
-        results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in targets}
+        warm_up = {
+            name: wrk(url, duration=2, connections=connections) for name, url in targets.items()
+        }
+        results: dict[str, list[Run]] = {name: [] for name in targets}
         for round_number in range(rounds):
             order = list(targets.items())
             if round_number % 2:
@@ -187,27 +211,30 @@ def throughput(
                 results[name].append(wrk(url, duration=duration, connections=connections))
     finally:
         stop(ours_process)
-        stop(otel_process)
+        stop(otel_process)  # its SDK flushes the spans it still holds on the way out
         stop(bare_process)
 
     print(
         f"\nthroughput, wrk -t1 -c{connections} {duration:g} s x {rounds} interleaved rounds, "
         "server on core 0, wrk on core 1 (median)"
     )
-    bare_rps = [rps for rps, _, _ in results["bare /healthz"]]
+    bare_rps = [run.rps for run in results["bare /healthz"]]
     for name, runs in results.items():
-        rps = [r for r, _, _ in runs]
-        p99 = statistics.median(p for _, p, _ in runs)
+        rps = [run.rps for run in runs]
+        p99 = statistics.median(run.p99_ms for run in runs)
         ratio = [r / b for r, b in zip(rps, bare_rps, strict=True)]
-        slow = sum(t for _, _, t in runs)
+        slow = sum(run.slow for run in runs)
         print(
             f"  {name:34} {statistics.median(rps):9.0f} req/s  p99 {p99:6.2f} ms  "
             f"{spread(ratio)} x bare" + (f"  ({slow} over 2 s)" if slow else "")
         )
-    ours_rps = [rps for rps, _, _ in results["ours /healthz"]]
+    ours_rps = [run.rps for run in results["ours /healthz"]]
     healthz = statistics.median(o / b for o, b in zip(ours_rps, bare_rps, strict=True))
     verdict = "meets" if healthz >= TARGET else "misses"
     print(f"\n/healthz: {healthz:.3f} x bare ({verdict} the {TARGET} x target)")
+    # One span per traced request (the probes are not traced), the first GET's included.
+    traced = 1 + sum(run.requests for run in [warm_up[TRACED], *results[TRACED]])
+    print(f"TELEMETRY=otel: the sink received {sink.spans()} spans for {traced} traced requests")
 
 
 def main() -> None:
@@ -224,7 +251,8 @@ def main() -> None:
         raise SystemExit("needs two cores: one for the server, one for wrk")
     os.sched_setaffinity(0, {int(CLIENT_CORE)})  # this process polls from the client core
 
-    with tempfile.TemporaryDirectory(prefix="lambdarun-bench-") as scratch:
+    with ExitStack() as stack:
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="lambdarun-bench-"))
         work = Path(scratch)
         (work / "bare_app.py").write_text(BARE_APP)
         base_env = {k: v for k, v in os.environ.items() if k not in {"PORT", "K_SERVICE"}}
@@ -244,10 +272,17 @@ def main() -> None:
                 "STAGE": "test",
             },
         )
-        # FastAPI's native OpenTelemetry on, as in the bare app (FastAPI's default; ours is off
-        # unless TELEMETRY=otel): what the rest of our per-request work costs.
+        # TELEMETRY=otel as deployed, the sink in the collector's place: what tracing costs.
+        sink = stack.enter_context(otlp_sink())
         otel = Server(
-            "lambdarun, TELEMETRY=otel", ours.command, ROOT, {**ours.env, "TELEMETRY": "otel"}
+            "lambdarun, TELEMETRY=otel",
+            ours.command,
+            ROOT,
+            {
+                **ours.env,
+                "TELEMETRY": "otel",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+            },
         )
         bare = Server("bare FastAPI", [sys.executable, "bare_app.py"], work, base_env)
         print(f"ours: {' '.join(ours.command)}   bare: uvicorn.run(FastAPI hello, same options)")
@@ -256,6 +291,7 @@ def main() -> None:
             ours,
             otel,
             bare,
+            sink,
             rounds=args.rounds,
             duration=args.duration,
             connections=args.connections,

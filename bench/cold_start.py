@@ -24,12 +24,8 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from threading import Thread
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,31 +41,10 @@ from tests.support.moto_server import (  # noqa: E402
     running_server,
     stop_server,
 )
+from tests.support.otlp_sink import otlp_sink  # noqa: E402
 
 OURS, BASELINE = "handlers.aws_http", "baseline_lambda"
 OTEL = "handlers.aws_http (TELEMETRY=otel)"
-
-
-class _Accept(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        return None
-
-
-@contextmanager
-def collector() -> Iterator[str]:
-    """An OTLP/HTTP endpoint that accepts everything: the collector the function would reach."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Accept)
-    Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
 
 
 def environment(endpoint: str, table: str, queue: str) -> dict[str, str]:
@@ -174,11 +149,11 @@ def main() -> None:
         path = f"/v1/users/{user_id}"
         samples: dict[str, list[float]] = {OURS: [], BASELINE: [], OTEL: []}
         ratios, otel_ratios = [], []
-        with collector() as endpoint:
+        with otlp_sink() as sink:
             otel_env = {
                 **env,
                 "TELEMETRY": "otel",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
                 "OTEL_METRICS_EXPORTER": "none",
             }
             for round_number in range(args.rounds + 1):
