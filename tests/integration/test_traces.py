@@ -55,6 +55,7 @@ from tests.support.sqs_events import event, failures, record
 from tests.support.stores import a_job
 
 __all__ = ["aws_env", "fake_pubsub", "moto_server"]  # fixtures, used by name
+XRAY_ROOT = "1-5759e988-bd862e3fe1be46a994272793"
 
 AUDIENCE = "https://api.example.run.app/internal/pubsub/push"
 
@@ -144,6 +145,8 @@ def test_sqs_and_the_lambda_worker(
         "handlers.aws_worker", DATABASE_URL=db, QUEUE_URL=queue_url, TELEMETRY="otel"
     ) as worker:
         capsys.readouterr()
+        # What the Lambda runtime sets per invocation when X-Ray active tracing is on.
+        aws_env.setenv("_X_AMZN_TRACE_ID", f"Root={XRAY_ROOT};Parent=53995c3f42cd8ad8;Sampled=1")
         answer = worker.handler(
             event(record(message["Body"], attributes=attributes)), LambdaContext()
         )
@@ -156,6 +159,7 @@ def test_sqs_and_the_lambda_worker(
     [done] = [line for line in lines if "users.welcome): done" in str(line.get("message"))]
     assert done["trace_id"] == TRACE_ID
     assert done["span_id"] == hex_span(hop.run)
+    assert done["xray_trace_id"] == XRAY_ROOT
     emf = {
         m["Name"]
         for line in lines
