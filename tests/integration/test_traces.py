@@ -170,15 +170,18 @@ def test_sqs_and_the_lambda_worker(
     assert {"job.duration", "job.queue_lag"} <= emf
 
 
-async def test_pubsub_push(
-    tmp_path: Path,
-    telemetry: Telemetry,
-    fake_pubsub: FakePubSub,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def pubsub_app(tmp_path: Path, fake_pubsub: FakePubSub, monkeypatch: pytest.MonkeyPatch) -> FastAPI:
+    """The API with TELEMETRY=otel, publishing its jobs to the fake Pub/Sub."""
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", fake_pubsub.host)
+    return create_app(otel_settings(tmp_path, queue_url=QUEUE_URL), configure_logs=False)
+
+
+async def test_pubsub_push(
+    pubsub_app: FastAPI, telemetry: Telemetry, fake_pubsub: FakePubSub
+) -> None:
+    app = pubsub_app
     keys = GoogleKeys()
-    app = create_app(otel_settings(tmp_path, queue_url=QUEUE_URL), configure_logs=False)
     with certs_server(keys) as (certs_url, _):
         verifier = PubSubPushVerifier(
             audience=AUDIENCE, service_account=PUSH_ACCOUNT, certs_url=certs_url
@@ -230,14 +233,13 @@ def gcp_worker(monkeypatch: pytest.MonkeyPatch, **environment: str) -> Iterator[
 
 
 async def test_cloudevent_worker(
+    pubsub_app: FastAPI,
     tmp_path: Path,
     telemetry: Telemetry,
     fake_pubsub: FakePubSub,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", fake_pubsub.host)
-    app = create_app(otel_settings(tmp_path, queue_url=QUEUE_URL), configure_logs=False)
-    async for client in serve(app):
+    async for client in serve(pubsub_app):
         await create_user(client)
     [published] = fake_pubsub.wait_for(1)
     # Eventarc's binary-mode delivery, parsed as functions-framework parses it.
