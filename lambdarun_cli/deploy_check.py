@@ -196,7 +196,7 @@ def with_collector(text: str) -> str:
     app = re.search(r"^      containers:\n        - name: (\S+)\n", text, re.MULTILINE)
     annotations = "\nspec:\n  template:\n    metadata:\n      annotations:\n"
     env = re.search(r"^          env:\n", text, re.MULTILINE)  # the app's, the first container
-    head, found, tail = text.partition("\n  traffic:\n")
+    head, found, _ = text.partition("\n  traffic:\n")
     # The container list must end the template, so the sidecar and its volume go after it.
     last = [line for line in head.splitlines() if line.strip() and not line.startswith("#")][-1]
     if not (service and app and env and found and annotations in text):
@@ -244,8 +244,8 @@ def with_collector(text: str) -> str:
             items:
               - key: latest
                 path: config.yaml"""
-    head, found, tail = text.partition("\n  traffic:\n")
-    return f"{head.rstrip()}{sidecar}\n{found.lstrip(chr(10))}{tail}"
+    head, found, tail = text.partition("\n  traffic:\n")  # again: the env lines moved it
+    return f"{head.rstrip()}{sidecar}{found}{tail}"
 
 
 def render(
